@@ -1,0 +1,187 @@
+"""How a segment is laid out in the store.
+
+A segment named ``n`` is three kinds of record:
+
+* ``meta`` set, key ``n``: small and mutable, the commit point of every change.
+  Bins: ``card``, ``ver``, ``created``/``updated`` (ms since the epoch), ``map``
+  (key of the current shard map, ``""`` when the segment is empty) and ``src``
+  (JSON watermarks of ingest sources).
+* ``map`` set, key ``n/<rid>``: immutable. Bin ``shards``: a packed array of
+  ``(shard u16, cardinality u32, rid u64)`` sorted by shard, one entry per
+  non-empty shard.
+* ``shard`` set, key ``n/<shard>/<rid>``: immutable. Bins ``bm`` (portable
+  roaring bytes of the shard's members) and ``card``.
+
+Writers create new immutable records under fresh random ids (``rid``), then
+swap the meta record with a generation check; readers follow meta -> map ->
+shards and so always see one committed version. Superseded records are
+deleted after the swap.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .errors import CorruptSegment
+from .storage.base import Record
+from .types import BinValue
+
+SHARD_ENTRY = np.dtype([("shard", "<u2"), ("card", "<u4"), ("rid", "<u8")])
+
+
+@dataclass(frozen=True)
+class Sets:
+    """The three set names, optionally prefixed (several deployments in one namespace)."""
+
+    meta: str = "segmeta"
+    map: str = "segmap"
+    shard: str = "segshard"
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> Sets:
+        return cls(f"{prefix}segmeta", f"{prefix}segmap", f"{prefix}segshard")
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """What callers see of a segment."""
+
+    name: str
+    cardinality: int
+    version: int
+    updated_at: datetime
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "cardinality": self.cardinality,
+            "version": self.version,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Meta:
+    """The decoded meta record of one segment."""
+
+    name: str
+    cardinality: int
+    version: int
+    created_ms: int
+    updated_ms: int
+    map_key: str
+    watermarks: dict[str, int] = field(default_factory=dict)
+    generation: int = 0
+
+    def info(self) -> SegmentInfo:
+        return SegmentInfo(
+            self.name,
+            self.cardinality,
+            self.version,
+            _to_datetime(self.updated_ms),
+            _to_datetime(self.created_ms),
+        )
+
+    def bins(self) -> dict[str, BinValue]:
+        return {
+            "name": self.name,
+            "card": self.cardinality,
+            "ver": self.version,
+            "created": self.created_ms,
+            "updated": self.updated_ms,
+            "map": self.map_key,
+            "src": json.dumps(self.watermarks, separators=(",", ":")) if self.watermarks else "",
+        }
+
+
+def _to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_rid() -> int:
+    """A fresh random 63-bit record id."""
+    return secrets.randbits(63) or 1
+
+
+def decode_meta(name: str, record: Record) -> Meta:
+    bins = record.bins
+    try:
+        src = bins.get("src") or ""
+        watermarks = json.loads(src) if src else {}
+        return Meta(
+            name=name,
+            cardinality=int(bins["card"]),
+            version=int(bins["ver"]),
+            created_ms=int(bins["created"]),
+            updated_ms=int(bins["updated"]),
+            map_key=str(bins.get("map") or ""),
+            watermarks={str(k): int(v) for k, v in watermarks.items()},
+            generation=record.generation,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptSegment(f"metadata of segment {name!r} is damaged: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ShardMap:
+    """The immutable list of a version's shards: ids, cardinalities and record ids."""
+
+    key: str
+    entries: np.ndarray  # type: ignore[type-arg]  # dtype SHARD_ENTRY, sorted by shard
+
+    @property
+    def shards(self) -> frozenset[int]:
+        cached = getattr(self, "_shards", None)
+        if cached is None:
+            cached = frozenset(int(s) for s in self.entries["shard"])
+            object.__setattr__(self, "_shards", cached)
+        return cached
+
+    def rids(self) -> dict[int, int]:
+        cached = getattr(self, "_rids", None)
+        if cached is None:
+            cached = dict(zip(self.entries["shard"].tolist(), self.entries["rid"].tolist()))
+            object.__setattr__(self, "_rids", cached)
+        return cached
+
+    def cards(self) -> dict[int, int]:
+        return dict(zip(self.entries["shard"].tolist(), self.entries["card"].tolist()))
+
+
+EMPTY_MAP = ShardMap("", np.zeros(0, dtype=SHARD_ENTRY))
+
+
+def encode_map(entries: dict[int, tuple[int, int]]) -> bytes:
+    """``{shard: (card, rid)}`` → packed bytes sorted by shard."""
+    arr = np.zeros(len(entries), dtype=SHARD_ENTRY)
+    for i, shard in enumerate(sorted(entries)):
+        card, rid = entries[shard]
+        arr[i] = (shard, card, rid)
+    return arr.tobytes()
+
+
+def decode_map(key: str, record: Record) -> ShardMap:
+    raw = record.bins.get("shards")
+    if not isinstance(raw, bytes) or len(raw) % SHARD_ENTRY.itemsize:
+        raise CorruptSegment(f"shard map {key!r} is damaged")
+    arr = np.frombuffer(raw, dtype=SHARD_ENTRY)
+    return ShardMap(key, arr)
+
+
+def map_key(name: str, rid: int) -> str:
+    return f"{name}/{rid:x}"
+
+
+def shard_key(name: str, shard: int, rid: int) -> str:
+    return f"{name}/{shard}/{rid:x}"

@@ -1,0 +1,286 @@
+"""``Segments``: the public face of the library."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pyroaring import BitMap
+
+from . import bitmap as bm
+from .cache import SegmentCache
+from .catalog import Meta, SegmentInfo, Sets, decode_meta, shard_key
+from .engine import Engine, ReachResult, _Moved
+from .errors import CorruptSegment, SegmentNotFound
+from .expressions import Expr, to_expr
+from .names import check_name
+from .storage import Store, open_store
+from .types import UserSet
+from .writer import Change, Writer, WriteResult
+
+DEFAULT_UNIVERSE = "all"
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Sizes of segments and the sizes of every pairwise intersection."""
+
+    names: list[str]
+    sizes: list[int]
+    matrix: list[list[int]]
+    versions: dict[str, int]
+
+
+class Segments:
+    """Segments in a store, with a cache of hot bitmaps. Thread-safe.
+
+    Use ``connect(url)`` to create one.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        universe: str = DEFAULT_UNIVERSE,
+        set_prefix: str = "",
+        cache_bytes: int = 4 << 30,
+        catalog_ttl: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.universe = check_name(universe)
+        self.sets = Sets.with_prefix(set_prefix) if set_prefix else Sets()
+        self.cache = SegmentCache(cache_bytes)
+        self.engine = Engine(store, self.sets, self.cache, self.universe)
+        self.writer = Writer(store, self.sets, self.engine)
+        self.catalog_ttl = catalog_ttl
+        self._catalog: tuple[float, list[str]] = (0.0, [])
+
+    # -- writes -----------------------------------------------------------
+
+    def replace(self, name: str, ids: UserSet) -> SegmentInfo:
+        """Set a segment's members to exactly ``ids`` (creating it if needed)."""
+        check_name(name)
+        return self._apply(name, Change(replace=bm.to_bitmap(ids))).meta.info()
+
+    def add(self, name: str, ids: UserSet) -> SegmentInfo:
+        """Add members, creating the segment if it does not exist."""
+        check_name(name)
+        return self._apply(name, Change(add=bm.to_bitmap(ids))).meta.info()
+
+    def remove(self, name: str, ids: UserSet) -> SegmentInfo:
+        """Remove members; ``SegmentNotFound`` if the segment does not exist."""
+        check_name(name)
+        return self._apply(name, Change(remove=bm.to_bitmap(ids), create=False)).meta.info()
+
+    def apply(
+        self,
+        name: str,
+        *,
+        add: UserSet | None = None,
+        remove: UserSet | None = None,
+        source: str | None = None,
+        position: int | None = None,
+        create: bool = True,
+    ) -> WriteResult:
+        """Remove then add in one atomic change.
+
+        With ``source`` and ``position`` the change is idempotent: it is skipped
+        when the segment already recorded ``position`` (or later) for ``source``.
+        """
+        check_name(name)
+        change = Change(
+            add=None if add is None else bm.to_bitmap(add),
+            remove=None if remove is None else bm.to_bitmap(remove),
+            create=create,
+            source=source,
+            position=position,
+        )
+        return self._apply(name, change)
+
+    def replace_from(
+        self, name: str, ids: UserSet, *, source: str | None = None, position: int | None = None
+    ) -> WriteResult:
+        """``replace`` with an idempotency watermark (see ``apply``)."""
+        check_name(name)
+        return self._apply(name, Change(replace=bm.to_bitmap(ids), source=source, position=position))
+
+    def _apply(self, name: str, change: Change) -> WriteResult:
+        result = self.writer.apply(name, change)
+        self._catalog = (0.0, [])
+        return result
+
+    def delete(self, name: str) -> None:
+        """Delete a segment; ``SegmentNotFound`` if it does not exist."""
+        check_name(name)
+        self.writer.delete(name)
+        self._catalog = (0.0, [])
+
+    # -- metadata ---------------------------------------------------------
+
+    def info(self, name: str) -> SegmentInfo:
+        check_name(name)
+        meta = self.engine.read_metas([name])[name]
+        if meta is None:
+            raise SegmentNotFound([name])
+        return meta.info()
+
+    def names(self) -> list[str]:
+        """All segment names, sorted."""
+        return sorted(key for key, _ in self.store.scan(self.sets.meta))
+
+    def infos(self) -> list[SegmentInfo]:
+        """Every segment's info, sorted by name."""
+        metas = [decode_meta(key, record) for key, record in self.store.scan(self.sets.meta)]
+        return [m.info() for m in sorted(metas, key=lambda m: m.name)]
+
+    def watermarks(self, names: Sequence[str], source: str) -> dict[str, int]:
+        """The last ingest position recorded per segment for ``source`` (-1: none)."""
+        metas = self.engine.read_metas(list(names))
+        return {n: (m.watermarks.get(source, -1) if m else -1) for n, m in metas.items()}
+
+    def _cached_names(self) -> list[str]:
+        stamp, names = self._catalog
+        if time.monotonic() - stamp > self.catalog_ttl or not stamp:
+            names = self.names()
+            self._catalog = (time.monotonic(), names)
+        return names
+
+    # -- membership -------------------------------------------------------
+
+    def contains(self, name: str, user_id: int) -> bool:
+        check_name(name)
+        uid = bm.check_user_id(user_id)
+        return self.engine.retrying(lambda: self._contains(name, uid))
+
+    def _contains(self, name: str, uid: int) -> bool:
+        snap = self.engine.snapshot([name])
+        shard = bm.shard_of(uid)
+        if shard not in snap.maps[name].shards:
+            return False
+        bitmaps = self.engine.load(snap, {name: {shard}})
+        return uid in bitmaps[name]
+
+    def segments_of(self, user_id: int) -> list[str]:
+        """Names of the segments that contain ``user_id``, sorted."""
+        uid = bm.check_user_id(user_id)
+        return self.engine.retrying(lambda: self._segments_of(uid))
+
+    def _segments_of(self, uid: int) -> list[str]:
+        names = self._cached_names()
+        if not names:
+            return []
+        metas = {n: m for n, m in self.engine.read_metas(names).items() if m is not None}
+        maps = self.engine.read_maps(metas.values())
+        shard = bm.shard_of(uid)
+        candidates = [n for n in metas if shard in maps[n].shards]
+        if not candidates:
+            return []
+        from .engine import Snapshot
+
+        snap = Snapshot({n: metas[n] for n in candidates}, {n: maps[n] for n in candidates})
+        bitmaps = self.engine.load(snap, {n: {shard} for n in candidates})
+        return sorted(n for n in candidates if uid in bitmaps[n])
+
+    # -- queries ----------------------------------------------------------
+
+    def parse(self, expr: str | dict[str, object] | Expr) -> Expr:
+        return to_expr(expr)
+
+    def reach(self, expr: str | dict[str, object] | Expr) -> int:
+        """Exact number of users the expression selects."""
+        return self.engine.reach(to_expr(expr)).reach
+
+    def reach_detailed(self, expr: str | dict[str, object] | Expr) -> ReachResult:
+        """``reach`` plus the version of every segment it read."""
+        return self.engine.reach(to_expr(expr))
+
+    def evaluate(self, expr: str | dict[str, object] | Expr) -> BitMap:
+        """The users the expression selects, as a new bitmap the caller owns."""
+        result, _ = self.engine.evaluate(to_expr(expr))
+        return result
+
+    def evaluate_detailed(self, expr: str | dict[str, object] | Expr) -> tuple[BitMap, dict[str, int]]:
+        return self.engine.evaluate(to_expr(expr))
+
+    def overlap(self, names: Sequence[str]) -> Overlap:
+        """Pairwise intersection sizes of the named segments."""
+        ordered = [check_name(n) for n in dict.fromkeys(names)]
+        bitmaps, snap = self.engine.whole(ordered)
+        sizes = [len(bitmaps[n]) for n in ordered]
+        matrix = [[0] * len(ordered) for _ in ordered]
+        for i, a in enumerate(ordered):
+            matrix[i][i] = sizes[i]
+            for j in range(i + 1, len(ordered)):
+                both = bitmaps[a].intersection_cardinality(bitmaps[ordered[j]])
+                matrix[i][j] = matrix[j][i] = both
+        versions = {n: snap.metas[n].version for n in ordered}
+        return Overlap(ordered, sizes, matrix, versions)
+
+    def iter_shards(self, name: str) -> Iterator[tuple[int, BitMap]]:
+        """A segment's members shard by shard, in ID order, reading one batch of shards at a time.
+
+        Memory stays bounded by the batch size, whatever the segment's size.
+        The shards come from one committed version of the segment.
+        """
+        check_name(name)
+        for attempt in range(8):
+            snap = self.engine.snapshot([name])
+            shard_map = snap.maps[name]
+            entries = list(zip(shard_map.entries["shard"].tolist(), shard_map.entries["rid"].tolist()))
+            if not entries:
+                return
+            first = self.store.get_many(self.sets.shard, [shard_key(name, entries[0][0], entries[0][1])])
+            if first[0] is None:
+                time.sleep(0.001 * 2**attempt)
+                continue
+            yield from self._stream(name, entries)
+            return
+        raise _Moved(name)
+
+    def _stream(self, name: str, entries: list[tuple[int, int]]) -> Iterator[tuple[int, BitMap]]:
+        for start in range(0, len(entries), 64):
+            chunk = entries[start : start + 64]
+            records = self.store.get_many(self.sets.shard, [shard_key(name, s, r) for s, r in chunk])
+            for (shard, _), record in zip(chunk, records):
+                if record is None:
+                    raise CorruptSegment(
+                        f"segment {name!r} changed during export (shard {shard} was replaced); retry"
+                    )
+                raw = record.bins.get("bm")
+                yield shard, bm.deserialize(raw if isinstance(raw, bytes) else b"", untrusted=False)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def ping(self) -> None:
+        self.store.ping()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Segments:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(
+    url: str,
+    *,
+    universe: str = DEFAULT_UNIVERSE,
+    set_prefix: str = "",
+    cache_bytes: int = 4 << 30,
+    catalog_ttl: float = 1.0,
+) -> Segments:
+    """Open the store at ``url`` (``memory://``, ``sqlite:///path``, ``aerospike://...``)."""
+    return Segments(
+        open_store(url),
+        universe=universe,
+        set_prefix=set_prefix,
+        cache_bytes=cache_bytes,
+        catalog_ttl=catalog_ttl,
+    )
+
+
+__all__ = ["DEFAULT_UNIVERSE", "Meta", "Overlap", "Segments", "connect"]

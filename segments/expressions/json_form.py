@@ -1,0 +1,82 @@
+"""The JSON tree form of expressions.
+
+``{"and": [{"segment": "a"}, {"not": {"segment": "b"}}]}`` with the keys
+``segment``, ``and``, ``or``, ``diff``, ``xor`` and ``not``. A one-element
+operand list stands for its element.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ExpressionSyntaxError, ExpressionTooComplex
+from ..names import check_name
+from ..errors import InvalidSegmentName
+from .ast import And, Diff, Expr, Not, Or, Ref, Xor
+from .limits import MAX_DEPTH, MAX_REFS
+
+_NARY: dict[str, type[And] | type[Or] | type[Diff] | type[Xor]] = {
+    "and": And,
+    "or": Or,
+    "diff": Diff,
+    "xor": Xor,
+}
+_KEYS = ("segment", "and", "or", "diff", "xor", "not")
+
+
+def from_json(tree: object) -> Expr:
+    """Convert a JSON tree (already decoded) into an expression."""
+    counter = [0]
+    return _convert(tree, "$", 1, counter)
+
+
+def _fail(path: str, message: str) -> ExpressionSyntaxError:
+    return ExpressionSyntaxError(f"invalid expression tree at {path}: {message}", 0, "one of " + ", ".join(_KEYS))
+
+
+def _convert(node: object, path: str, level: int, counter: list[int]) -> Expr:
+    if level > MAX_DEPTH:
+        raise ExpressionTooComplex(
+            f"expression is nested deeper than {MAX_DEPTH} levels (at {path})", 0
+        )
+    if not isinstance(node, dict):
+        raise _fail(path, f"expected an object, got {type(node).__name__}")
+    if len(node) != 1:
+        raise _fail(path, f"expected exactly one key, got {sorted(map(str, node))[:6]}")
+    ((key, value),) = node.items()
+    if key == "segment":
+        if not isinstance(value, str):
+            raise _fail(path, "'segment' must be a string")
+        try:
+            check_name(value)
+        except InvalidSegmentName as exc:
+            raise ExpressionSyntaxError(f"at {path}: {exc}", 0, "a segment name") from exc
+        counter[0] += 1
+        if counter[0] > MAX_REFS:
+            raise ExpressionTooComplex(
+                f"expression references more than {MAX_REFS} segments", 0
+            )
+        return Ref(value)
+    if key == "not":
+        return Not(_convert(value, f"{path}.not", level + 1, counter))
+    cls = _NARY.get(key) if isinstance(key, str) else None
+    if cls is None:
+        raise _fail(path, f"unknown key {key!r}")
+    if not isinstance(value, list) or not value:
+        raise _fail(path, f"{key!r} takes a non-empty list of operands")
+    operands = tuple(
+        _convert(item, f"{path}.{key}[{i}]", level + 1, counter) for i, item in enumerate(value)
+    )
+    if len(operands) == 1:
+        return operands[0]
+    return cls(operands)
+
+
+def to_json(expr: Expr) -> dict[str, Any]:
+    """Convert an expression to its JSON tree."""
+    if isinstance(expr, Ref):
+        return {"segment": expr.name}
+    if isinstance(expr, Not):
+        return {"not": to_json(expr.operand)}
+    key = {And: "and", Or: "or", Diff: "diff", Xor: "xor"}[type(expr)]
+    return {key: [to_json(op) for op in expr.operands]}

@@ -1,0 +1,203 @@
+"""The write path: copy-on-write shard records committed by a conditional meta update.
+
+Every change writes new immutable shard records (only for the shards it
+touches) and a new shard map, then swaps the segment's meta record with a
+generation check. A concurrent writer that committed first makes the swap
+fail; this writer then deletes what it wrote and starts over from the new
+state, so no update is ever lost. After a successful swap the superseded
+records are deleted (a crash here leaves garbage that ``admin verify``
+removes, never a wrong answer).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, replace
+
+from pyroaring import BitMap, FrozenBitMap
+
+from . import bitmap as bm
+from .catalog import Meta, Sets, ShardMap, encode_map, map_key, new_rid, now_ms, shard_key
+from .engine import Engine, _Moved
+from .errors import Conflict, SegmentNotFound
+from .storage.base import Store
+from .types import BinValue
+
+_MAX_ATTEMPTS = 64
+
+AnyBitMap = BitMap | FrozenBitMap
+
+
+@dataclass(frozen=True)
+class Change:
+    """What to do to a segment: replace it, or remove then add (applied in that order)."""
+
+    add: AnyBitMap | None = None
+    remove: AnyBitMap | None = None
+    replace: AnyBitMap | None = None
+    #: create the segment if it does not exist (``remove`` on a missing segment is an error)
+    create: bool = True
+    #: ingest position: the change is skipped when ``position <= watermarks[source]``
+    source: str | None = None
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    meta: Meta
+    applied: bool
+
+
+class Writer:
+    def __init__(self, store: Store, sets: Sets, engine: Engine) -> None:
+        self.store = store
+        self.sets = sets
+        self.engine = engine
+
+    def apply(self, name: str, change: Change) -> WriteResult:
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                return self._attempt(name, change)
+            except (Conflict, _Moved):
+                time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
+        raise Conflict(f"segment {name!r} is changing too fast: gave up after {_MAX_ATTEMPTS} attempts")
+
+    def _attempt(self, name: str, change: Change) -> WriteResult:
+        meta = self.engine.read_metas([name])[name]
+        if meta is None and not change.create:
+            raise SegmentNotFound([name])
+        if (
+            meta is not None
+            and change.source is not None
+            and change.position is not None
+            and change.position <= meta.watermarks.get(change.source, -1)
+        ):
+            return WriteResult(meta, False)
+        old_map = self.engine.read_maps([meta])[name] if meta is not None else None
+        old_entries = {} if old_map is None else {
+            s: (c, r) for s, c, r in zip(
+                old_map.entries["shard"].tolist(),
+                old_map.entries["card"].tolist(),
+                old_map.entries["rid"].tolist(),
+            )
+        }
+        new_parts = self._new_parts(name, change, old_map, old_entries)
+        entries = dict(old_entries) if change.replace is None else {}
+        new_records: list[tuple[str, dict[str, BinValue]]] = []
+        for shard, part in new_parts.items():
+            if part is None or not part:
+                entries.pop(shard, None)
+                continue
+            rid = new_rid()
+            card = len(part)
+            entries[shard] = (card, rid)
+            new_records.append((shard_key(name, shard, rid), {"bm": bm.serialize(part), "card": card}))
+        changed = bool(new_records) or entries.keys() != old_entries.keys() or meta is None
+        if not changed and change.source is None:
+            return WriteResult(meta, False)  # type: ignore[arg-type]
+        now = now_ms()
+        watermarks = dict(meta.watermarks) if meta is not None else {}
+        if change.source is not None and change.position is not None:
+            watermarks[change.source] = change.position
+        new_map_key = ""
+        if entries:
+            new_map_key = map_key(name, new_rid())
+        new_meta = Meta(
+            name=name,
+            cardinality=sum(c for c, _ in entries.values()),
+            version=(meta.version if meta is not None else 0) + 1,
+            created_ms=meta.created_ms if meta is not None else now,
+            updated_ms=now,
+            map_key=new_map_key,
+            watermarks=watermarks,
+        )
+        unchanged_map = meta is not None and entries == old_entries
+        if unchanged_map:
+            new_meta = replace(new_meta, map_key=meta.map_key)  # type: ignore[union-attr]
+        self.store.put_many(self.sets.shard, new_records)
+        if new_meta.map_key and not unchanged_map:
+            self.store.put(self.sets.map, new_map_key, {"shards": encode_map(entries)})
+        try:
+            generation = self.store.put(
+                self.sets.meta, name, new_meta.bins(), generation=meta.generation if meta else 0
+            )
+        except Conflict:
+            # Definitely not committed: what this attempt wrote is unreachable.
+            # (On any other error the write may have landed, so nothing is deleted.)
+            self._discard(
+                [k for k, _ in new_records],
+                [new_map_key] if new_map_key and not unchanged_map else [],
+            )
+            raise
+        # Committed: the superseded records are garbage now.
+        stale_shards = [
+            shard_key(name, s, r) for s, (_, r) in old_entries.items() if entries.get(s, (0, -1))[1] != r
+        ]
+        stale_maps = [meta.map_key] if meta is not None and meta.map_key and not unchanged_map else []
+        self._discard(stale_shards, stale_maps)
+        return WriteResult(replace(new_meta, generation=generation), True)
+
+    def _new_parts(
+        self,
+        name: str,
+        change: Change,
+        old_map: ShardMap | None,
+        old_entries: dict[int, tuple[int, int]],
+    ) -> dict[int, BitMap | None]:
+        if change.replace is not None:
+            return dict(bm.split_by_shard(change.replace))
+        add = change.add if change.add is not None else BitMap()
+        remove = change.remove if change.remove is not None else BitMap()
+        touched = set(bm.shards_of(add)) | (set(bm.shards_of(remove)) & set(old_entries))
+        if not touched:
+            return {}
+        old_parts: dict[int, BitMap] = {}
+        existing = sorted(touched & set(old_entries))
+        if existing:
+            keys = [shard_key(name, s, old_entries[s][1]) for s in existing]
+            records = self.store.get_many(self.sets.shard, keys)
+            for shard, record in zip(existing, records):
+                if record is None:
+                    raise _Moved(name)
+                raw = record.bins.get("bm")
+                old_parts[shard] = bm.deserialize(raw if isinstance(raw, bytes) else b"", untrusted=False)
+        out: dict[int, BitMap | None] = {}
+        for shard in sorted(touched):
+            old = old_parts.get(shard, BitMap())
+            new = old - bm.shard_part(remove, shard) if remove else old.copy()
+            new |= bm.shard_part(add, shard)
+            if new != old:
+                out[shard] = new
+        return out
+
+    def _discard(self, shard_keys: list[str], map_keys: list[str]) -> None:
+        for set_name, keys in ((self.sets.shard, shard_keys), (self.sets.map, map_keys)):
+            if keys:
+                try:
+                    self.store.delete_many(set_name, keys)
+                except Exception:  # noqa: BLE001 - garbage collection is best effort
+                    pass
+
+    def delete(self, name: str) -> None:
+        for attempt in range(_MAX_ATTEMPTS):
+            meta = self.engine.read_metas([name])[name]
+            if meta is None:
+                raise SegmentNotFound([name])
+            try:
+                old_map = self.engine.read_maps([meta])[name]
+            except _Moved:
+                continue
+            try:
+                self.store.delete(self.sets.meta, name, generation=meta.generation)
+            except Conflict:
+                time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
+                continue
+            self._discard(
+                [shard_key(name, int(s), int(r)) for s, r in zip(old_map.entries["shard"], old_map.entries["rid"])],
+                [meta.map_key] if meta.map_key else [],
+            )
+            self.engine.cache.drop(name)
+            return
+        raise Conflict(f"segment {name!r} is changing too fast to delete")
+
