@@ -52,7 +52,7 @@ def deserialize(data: bytes | bytearray | memoryview, *, untrusted: bool = True)
     """
     try:
         return BitMap.deserialize(bytes(data))
-    except (ValueError, TypeError, MemoryError) as exc:
+    except Exception as exc:  # pyroaring raises ValueError, IndexError, ... on bad input
         if untrusted:
             raise InvalidBitmap(
                 f"not a valid portable roaring bitmap ({len(data)} bytes): {exc}"

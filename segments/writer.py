@@ -93,7 +93,12 @@ class Writer:
             card = len(part)
             entries[shard] = (card, rid)
             new_records.append((shard_key(name, shard, rid), {"bm": bm.serialize(part), "card": card}))
-        changed = bool(new_records) or entries.keys() != old_entries.keys() or meta is None
+        changed = (
+            change.replace is not None
+            or bool(new_records)
+            or entries.keys() != old_entries.keys()
+            or meta is None
+        )
         if not changed and change.source is None:
             return WriteResult(meta, False)  # type: ignore[arg-type]
         now = now_ms()

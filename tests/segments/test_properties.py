@@ -1,0 +1,204 @@
+"""Property tests: every backend's answers equal a plain ``set`` oracle, and the algebra's laws hold."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, note
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from pyroaring import BitMap
+
+import segments
+from segments import bitmap as bm
+from segments.expressions import Expr, to_json
+from tests.strategies import SEGMENT_NAMES, expressions, id_sets, oracle
+
+segment_sets = st.fixed_dictionaries({name: id_sets for name in SEGMENT_NAMES})
+
+
+@pytest.fixture
+def connect_fresh(store_url: str) -> Iterator[object]:
+    """Each hypothesis example gets its own sets inside the backend's store."""
+    opened: list[segments.Segments] = []
+
+    def fresh() -> segments.Segments:
+        s = segments.connect(store_url, set_prefix=f"p{uuid.uuid4().hex[:8]}_")
+        opened.append(s)
+        return s
+
+    yield fresh
+    for s in opened:
+        s.close()
+
+
+def _load(segs: segments.Segments, sets: dict[str, set[int]]) -> dict[str, set[int]]:
+    model = dict(sets)
+    model["all"] = set().union(*sets.values()) | {7, 2**32 - 1}
+    for name, members in model.items():
+        segs.replace(name, members)
+    return model
+
+
+@given(sets=segment_sets, expr=expressions())
+def test_reach_and_evaluate_match_the_set_oracle(connect_fresh, sets, expr: Expr) -> None:  # type: ignore[no-untyped-def]
+    segs = connect_fresh()
+    model = _load(segs, sets)
+    expected = oracle(expr, model)
+    note(f"expr = {expr}")
+    assert segs.reach(str(expr)) == len(expected)
+    assert set(segs.evaluate(to_json(expr))) == expected
+    # a second, hot evaluation answers the same
+    assert segs.reach(expr) == len(expected)
+
+
+LAWS = [
+    ("~(a | b)", "~a & ~b"),
+    ("~(a & b)", "~a | ~b"),
+    ("a & (b | c)", "(a & b) | (a & c)"),
+    ("a | (b & c)", "(a | b) & (a | c)"),
+    ("a | (a & b)", "a"),
+    ("a & (a | b)", "a"),
+    ("a - b", "a & ~b"),
+    ("a ^ b", "(a - b) | (b - a)"),
+    ("~~a", "a"),
+    ("a - (b | c)", "a - b - c"),
+]
+
+
+@given(sets=segment_sets)
+def test_algebra_laws(connect_fresh, sets) -> None:  # type: ignore[no-untyped-def]
+    segs = connect_fresh()
+    _load(segs, sets)
+    for left, right in LAWS:
+        assert segs.evaluate(left) == segs.evaluate(right), (left, right)
+        assert segs.reach(left) == segs.reach(right), (left, right)
+
+
+@given(id_sets)
+def test_serialization_round_trip(members: set[int]) -> None:
+    original = BitMap(members)
+    data = bm.serialize(original)
+    assert bm.deserialize(data) == original
+    assert BitMap.union(BitMap(), *[p for _, p in bm.split_by_shard(original)]) == original
+
+
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_crash_deserialization(data: bytes) -> None:
+    try:
+        bm.deserialize(data)
+    except segments.InvalidBitmap:
+        pass
+
+
+@given(id_sets, st.data())
+def test_mutated_serialized_bytes_are_rejected_or_valid(members: set[int], data: st.DataObject) -> None:
+    raw = bytearray(bm.serialize(BitMap(members)))
+    if raw:
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    try:
+        decoded = bm.deserialize(bytes(raw[:cut]))
+    except segments.InvalidBitmap:
+        return
+    assert all(0 <= x < 2**32 for x in decoded.to_array()[:10])
+
+
+class SegmentsMachine(RuleBasedStateMachine):
+    """Drives add/remove/replace/delete/reconnect against a set model."""
+
+    url: str = "memory://unused"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefix = f"m{uuid.uuid4().hex[:8]}_"
+        self.segs = segments.connect(self.url, set_prefix=self.prefix)
+        self.model: dict[str, set[int]] = {}
+        self.versions: dict[str, int] = {}
+
+    @initialize()
+    def universe(self) -> None:
+        self.segs.replace("all", range(0, 200000, 1))
+        self.model["all"] = set(range(0, 200000))
+        self.versions["all"] = 1
+
+    def _bump(self, name: str, before: set[int] | None) -> None:
+        if before is None or before != self.model[name]:
+            self.versions[name] = self.versions.get(name, 0) + 1
+
+    @rule(name=st.sampled_from(SEGMENT_NAMES), members=id_sets)
+    def replace(self, name: str, members: set[int]) -> None:
+        before = self.model.get(name)
+        info = self.segs.replace(name, members)
+        self.model[name] = set(members)
+        self.versions[name] = self.versions.get(name, 0) + 1
+        assert info.version == self.versions[name]
+        del before
+
+    @rule(name=st.sampled_from(SEGMENT_NAMES), members=id_sets)
+    def add(self, name: str, members: set[int]) -> None:
+        before = None if name not in self.model else set(self.model[name])
+        info = self.segs.add(name, members)
+        self.model[name] = self.model.get(name, set()) | members
+        self._bump(name, before)
+        assert info.cardinality == len(self.model[name])
+        assert info.version == self.versions[name]
+
+    @rule(name=st.sampled_from(SEGMENT_NAMES), members=id_sets)
+    def remove(self, name: str, members: set[int]) -> None:
+        if name not in self.model:
+            with pytest.raises(segments.SegmentNotFound):
+                self.segs.remove(name, members)
+            return
+        before = set(self.model[name])
+        info = self.segs.remove(name, members)
+        self.model[name] -= members
+        self._bump(name, before)
+        assert info.cardinality == len(self.model[name])
+
+    @precondition(lambda self: any(n in self.model for n in SEGMENT_NAMES))
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from(sorted(n for n in SEGMENT_NAMES if n in self.model)))
+        self.segs.delete(name)
+        del self.model[name]
+        del self.versions[name]
+
+    @rule()
+    def reconnect(self) -> None:
+        self.segs.close()
+        self.segs = segments.connect(self.url, set_prefix=self.prefix)
+
+    @rule(expr=expressions(max_leaves=4))
+    def query(self, expr: Expr) -> None:
+        needed = {r for r in segments.expressions.refs(expr)}
+        if not needed <= set(self.model):
+            with pytest.raises(segments.SegmentNotFound):
+                self.segs.reach(expr)
+            return
+        assert self.segs.reach(expr) == len(oracle(expr, self.model))
+
+    @invariant()
+    def matches_model(self) -> None:
+        assert self.segs.names() == sorted(self.model)
+        for name, members in self.model.items():
+            info = self.segs.info(name)
+            assert info.cardinality == len(members)
+            assert info.version == self.versions[name]
+            assert set(self.segs.evaluate(name)) == members
+
+    def teardown(self) -> None:
+        self.segs.close()
+
+
+def test_state_machine(store_url: str) -> None:
+    machine = type("Machine", (SegmentsMachine,), {"url": store_url})
+    from hypothesis import settings
+
+    current = settings()
+    run = settings(current, max_examples=min(current.max_examples, 25), stateful_step_count=15)
+    machine.TestCase.settings = run  # type: ignore[attr-defined]
+    machine.TestCase().runTest()  # type: ignore[attr-defined]
