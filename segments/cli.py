@@ -45,6 +45,74 @@ def _cmd_reach(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from . import admin
+
+    with connect(args.store) as segs:
+        reports = admin.verify(segs, fix=args.fix, progress=None if args.quiet else _progress)
+        bad = [r for r in reports if not r.ok]
+        for report in reports:
+            print(json.dumps({"segment": report.name, "ok": report.ok, "problems": report.problems,
+                              "fixed": report.fixed}))
+        if args.gc:
+            print(json.dumps({"garbage_collected": admin.collect_garbage(segs)}))
+    print(f"{len(reports)} segments checked, {len(bad)} with problems"
+          + (f", {sum(r.fixed for r in bad)} fixed" if args.fix else ""), file=sys.stderr)
+    return 1 if bad and not args.fix else 0
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from . import admin
+
+    with connect(args.store) as segs, open(args.file, "w", encoding="utf-8") as out:
+        count = admin.write_snapshot(segs, out, progress=_progress)
+    print(f"wrote {count} segments to {args.file}", file=sys.stderr)
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from . import admin
+
+    with connect(args.store) as segs, open(args.file, encoding="utf-8") as source:
+        count = admin.restore_snapshot(segs, source, progress=_progress)
+    print(f"restored {count} segments from {args.file}", file=sys.stderr)
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from . import admin
+
+    with connect(args.store) as segs:
+        print(json.dumps(admin.stats(segs), indent=2))
+    return 0
+
+
+def _add_admin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    admin = sub.add_parser("admin", help="operator tools: verify, snapshot, restore, stats")
+    cmds = admin.add_subparsers(dest="admin_command", metavar="ADMIN_COMMAND", required=True)
+    verify = cmds.add_parser("verify", help="recompute cardinalities from shards; report or fix drift")
+    add_store_option(verify)
+    verify.add_argument("--fix", action="store_true", help="rewrite segments whose metadata drifted")
+    verify.add_argument("--gc", action="store_true", help="also delete unreferenced records (10 min grace)")
+    verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    verify.set_defaults(func=_cmd_verify)
+    snap = cmds.add_parser("snapshot", help="write every segment to a portable file")
+    add_store_option(snap)
+    snap.add_argument("file", help="output path (JSON lines, Roaring portable bitmaps in base64)")
+    snap.set_defaults(func=_cmd_snapshot)
+    restore = cmds.add_parser("restore", help="replace segments from a snapshot file")
+    add_store_option(restore)
+    restore.add_argument("file", help="a file written by 'segments admin snapshot'")
+    restore.set_defaults(func=_cmd_restore)
+    stats = cmds.add_parser("stats", help="counts for capacity planning")
+    add_store_option(stats)
+    stats.set_defaults(func=_cmd_stats)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segments",
@@ -59,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_option(reach)
     reach.add_argument("expr", help="expression, e.g. '(premium | gold) & active_30d - churned'")
     reach.set_defaults(func=_cmd_reach)
+    _add_admin(sub)
     for ep in sorted(entry_points(group="segments.commands"), key=lambda e: e.name):
         try:
             register: Callable[[argparse._SubParsersAction], None] = ep.load()  # type: ignore[type-arg]
@@ -82,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        print(f"segments: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

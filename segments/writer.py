@@ -92,7 +92,9 @@ class Writer:
             rid = new_rid()
             card = len(part)
             entries[shard] = (card, rid)
-            new_records.append((shard_key(name, shard, rid), {"bm": bm.serialize(part), "card": card}))
+            new_records.append(
+                (shard_key(name, shard, rid), {"bm": bm.serialize(part), "card": card, "at": now_ms()})
+            )
         changed = (
             change.replace is not None
             or bool(new_records)
@@ -122,7 +124,7 @@ class Writer:
             new_meta = replace(new_meta, map_key=meta.map_key)  # type: ignore[union-attr]
         self.store.put_many(self.sets.shard, new_records)
         if new_meta.map_key and not unchanged_map:
-            self.store.put(self.sets.map, new_map_key, {"shards": encode_map(entries)})
+            self.store.put(self.sets.map, new_map_key, {"shards": encode_map(entries), "at": now_ms()})
         try:
             generation = self.store.put(
                 self.sets.meta, name, new_meta.bins(), generation=meta.generation if meta else 0
