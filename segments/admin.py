@@ -122,7 +122,7 @@ def collect_garbage(segs: Segments, *, grace_ms: int = GC_GRACE_MS, dry_run: boo
         dead = [
             key
             for key, record in segs.store.scan(set_name)
-            if key not in live and int(record.bins.get("at", 0) or 0) < cutoff  # type: ignore[arg-type]
+            if key not in live and int(record.bins.get("at", 0) or 0) < cutoff
         ]
         if dead and not dry_run:
             segs.store.delete_many(set_name, dead)

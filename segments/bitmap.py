@@ -76,7 +76,7 @@ def from_ids(values: Iterable[object]) -> BitMap:
     try:
         arr = np.asarray(values, dtype=np.int64)
     except OverflowError as exc:
-        bad = next(v for v in values if not (0 <= int(v) <= MAX_USER_ID))  # type: ignore[call-overload]
+        bad = next(v for v in values if not (0 <= int(v) <= MAX_USER_ID))  # type: ignore[arg-type]
         raise InvalidUserId(_range_message(bad)) from exc
     return _from_array(arr)
 
@@ -85,7 +85,7 @@ def _range_message(value: object) -> str:
     return f"user ID {value!r} is out of range: IDs are unsigned 32-bit integers (0 to {MAX_USER_ID})"
 
 
-def _from_array(arr: np.ndarray) -> BitMap:  # type: ignore[type-arg]
+def _from_array(arr: np.ndarray) -> BitMap:
     if arr.size == 0:
         return BitMap()
     if arr.dtype.kind not in "iu":
@@ -114,7 +114,7 @@ def to_bitmap(ids: object) -> BitMap | FrozenBitMap:
     if isinstance(ids, int):
         raise InvalidUserId("expected a collection of user IDs, got a single integer")
     try:
-        iterator = iter(ids)  # type: ignore[call-overload]
+        iterator = iter(ids)  # type: ignore[call-overload, unused-ignore]
     except TypeError as exc:
         raise InvalidUserId(f"expected a collection of user IDs, got {type(ids).__name__}") from exc
     if isinstance(ids, np.ndarray):
@@ -124,9 +124,9 @@ def to_bitmap(ids: object) -> BitMap | FrozenBitMap:
 
 def check_user_id(user_id: object) -> int:
     """Validate one user ID."""
-    if type(user_id) is not int and not isinstance(user_id, np.integer):
+    if not isinstance(user_id, (int, np.integer)) or isinstance(user_id, bool):
         raise InvalidUserId(f"user IDs must be integers, got {user_id!r}")
-    value = int(user_id)  # type: ignore[arg-type]
+    value = int(user_id)
     if not 0 <= value <= MAX_USER_ID:
         raise InvalidUserId(_range_message(value))
     return value

@@ -24,7 +24,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class Meta:
 
 
 def _to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def now_ms() -> int:
@@ -118,7 +118,7 @@ def decode_meta(name: str, record: Record) -> Meta:
     bins = record.bins
     try:
         src = bins.get("src") or ""
-        watermarks = json.loads(src) if src else {}
+        watermarks = json.loads(src) if isinstance(src, (str, bytes)) and src else {}
         return Meta(
             name=name,
             cardinality=int(bins["card"]),
@@ -138,7 +138,7 @@ class ShardMap:
     """The immutable list of a version's shards: ids, cardinalities and record ids."""
 
     key: str
-    entries: np.ndarray  # type: ignore[type-arg]  # dtype SHARD_ENTRY, sorted by shard
+    entries: np.ndarray  # dtype SHARD_ENTRY, sorted by shard
 
     @property
     def shards(self) -> frozenset[int]:

@@ -19,7 +19,7 @@ from . import bitmap as bm
 from .cache import Entry, SegmentCache, patched
 from .catalog import EMPTY_MAP, Meta, Sets, ShardMap, decode_map, decode_meta, shard_key
 from .errors import CorruptSegment, SegmentNotFound, StorageUnavailable, UniverseNotFound
-from .expressions import And, Diff, Expr, Not, Or, Ref, Xor, refs, uses_complement
+from .expressions import And, Diff, Expr, Not, Or, Ref, refs, uses_complement
 from .storage.base import Store
 
 _T = TypeVar("_T")

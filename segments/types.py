@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Union
+from typing import TypeAlias
 
 from pyroaring import BitMap, FrozenBitMap
 
@@ -12,6 +12,6 @@ SegmentId = str
 #: An unsigned 32-bit user ID.
 UserId = int
 #: Anything accepted where a set of user IDs is expected.
-UserSet = Union[Iterable[int], BitMap, FrozenBitMap, bytes, bytearray, memoryview]
+UserSet: TypeAlias = Iterable[int] | BitMap | FrozenBitMap | bytes | bytearray | memoryview
 #: A value stored in a record bin.
-BinValue = Union[bytes, int, str]
+BinValue: TypeAlias = bytes | int | str

@@ -45,8 +45,8 @@ BACKENDS = ["memory", "sqlite", "aerospike"]
 
 def _aerospike_available() -> bool:
     try:
-        import tests.support.aerospike_fixture  # noqa: F401
         import segments.storage.aerospike  # noqa: F401
+        import tests.support.aerospike_fixture  # noqa: F401
     except ImportError:
         return False
     return True

@@ -10,7 +10,7 @@ tree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar, TypeAlias
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class Or(_Nary):
     level: ClassVar[int] = 1
 
 
-Expr = Union[Ref, Not, And, Diff, Xor, Or]
+Expr: TypeAlias = Ref | Not | And | Diff | Xor | Or
 
 
 def _print_operand(parent: _Nary, index: int, child: Expr) -> str:

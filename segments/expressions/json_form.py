@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ExpressionSyntaxError, ExpressionTooComplex
+from ..errors import ExpressionSyntaxError, ExpressionTooComplex, InvalidSegmentName
 from ..names import check_name
-from ..errors import InvalidSegmentName
 from .ast import And, Diff, Expr, Not, Or, Ref, Xor
 from .limits import MAX_DEPTH, MAX_REFS
 
