@@ -1,0 +1,430 @@
+"""The Aerospike backend against a real protocol peer: the loopback test server, or the real
+cluster named by ``SEGMENTS_TEST_AEROSPIKE=host:port[/namespace]``.
+
+Most tests share the session's server (``aerospike_target``, from tests/conftest.py) and keep
+apart through a unique set prefix each; the tests that stop the server start one of their own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+import segments
+from segments import Conflict, SegmentNotFound
+from segments.errors import (
+    RecordTooLarge,
+    SegmentsError,
+    StorageError,
+    StorageUnavailable,
+)
+from segments.storage import open_store
+from segments.storage.aerospike import READ_CHUNK, SCAN_PAGE, AerospikeStore, parse_url
+from tests.support.aerospike_fixture import (
+    AerospikeTarget,
+    add_ids_in_process,
+    aerospike_url,
+    parse_target,
+    private_aerospike_target,
+)
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def store(aerospike_target: AerospikeTarget) -> Iterator[AerospikeStore]:
+    s = AerospikeStore(aerospike_url(aerospike_target))
+    yield s
+    s.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _eventually(call: Callable[[], T], within_s: float = 20.0) -> T:
+    """Call until it stops raising StorageUnavailable (the client re-discovers a node in ~1 s)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return call()
+        except StorageUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+# -- URL ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("aerospike://127.0.0.1:3000", "names no namespace"),
+        ("aerospike://127.0.0.1:3000/", "names no namespace"),
+        ("aerospike://127.0.0.1:port/test", "bad port 'port'"),
+        ("aerospike://127.0.0.1:0/test", "bad port '0'"),
+        ("aerospike://127.0.0.1:3000,/test", "empty host"),
+        ("aerospike://127.0.0.1:3000/test?colour=blue", "unknown parameter 'colour'"),
+        ("aerospike://127.0.0.1:3000/test?prefix=a:b", "set prefix"),
+        ("aerospike://127.0.0.1:3000/test?timeout_ms=-1", "timeout_ms='-1'"),
+        ("aerospike://127.0.0.1:3000/test?timeout_ms=1&timeout_ms=2", "given twice"),
+        ("aerospike://127.0.0.1:3000/test?user=u", "user and password must be given together"),
+        ("aerospike://u:p@127.0.0.1:3000/test", "credentials as query parameters"),
+        ("aerospike://127.0.0.1:3000/a/b", "invalid namespace"),
+    ],
+)
+def test_bad_urls_are_refused_with_the_reason(url: str, message: str) -> None:
+    with pytest.raises(StorageError) as caught:
+        open_store(url)
+    assert type(caught.value) is StorageError
+    assert message in str(caught.value)
+
+
+def test_url_parameters_and_masked_password() -> None:
+    settings = parse_url(
+        "aerospike://a.example:3100,b.example,[::1]:3200/prod?prefix=x_&timeout_ms=250"
+        "&write_timeout_ms=900&batch_timeout_ms=4000&connect_timeout_s=1.5&user=app&password=s3cret"
+    )
+    assert settings.hosts == (("a.example", 3100), ("b.example", 3000), ("::1", 3200))
+    assert settings.namespace == "prod"
+    assert (settings.prefix, settings.timeout_ms, settings.write_timeout_ms) == ("x_", 250, 900)
+    assert (settings.batch_timeout_ms, settings.connect_timeout_s) == (4000, 1.5)
+    assert settings.socket_timeout_ms == 250  # never above the total timeout
+    assert (settings.user, settings.password) == ("app", "s3cret")
+    assert "s3cret" not in settings.url() and "password=***" in settings.url()
+    with pytest.raises(StorageError) as caught:
+        parse_url("aerospike://h:3000/test?user=app&password=s3cret&bogus=1")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_fixture_target_syntax() -> None:
+    assert parse_target("10.0.0.5:3000") == ("10.0.0.5", 3000, "test")
+    assert parse_target("db:4000/prod") == ("db", 4000, "prod")
+    with pytest.raises(ValueError, match="host:port"):
+        parse_target("db")
+
+
+# -- connecting ---------------------------------------------------------------------------------
+
+
+def test_nothing_listening_is_storage_unavailable_naming_the_host() -> None:
+    port = _free_port()
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable) as caught:
+        AerospikeStore(f"aerospike://127.0.0.1:{port}/test?connect_timeout_s=0.3")
+    assert f"127.0.0.1:{port}" in str(caught.value)
+    assert time.monotonic() - started >= 0.3  # it kept trying for connect_timeout_s
+
+
+def test_unknown_namespace_is_a_clear_storage_error(aerospike_target: AerospikeTarget) -> None:
+    url = f"aerospike://{aerospike_target.host}:{aerospike_target.port}/no_such_ns"
+    with pytest.raises(StorageError) as caught:
+        AerospikeStore(url)
+    assert not isinstance(caught.value, StorageUnavailable)
+    assert "namespace 'no_such_ns' does not exist" in str(caught.value)
+    assert aerospike_target.namespace in str(caught.value)  # lists what the cluster has
+
+
+def test_registry_opens_the_backend(aerospike_target: AerospikeTarget) -> None:
+    s = open_store(aerospike_url(aerospike_target, "reg_", timeout_ms=700))
+    try:
+        assert isinstance(s, AerospikeStore)
+        assert s.url.startswith("aerospike://") and "timeout_ms=700" in s.url
+        s.ping()
+    finally:
+        s.close()
+    with pytest.raises(StorageUnavailable, match="closed"):
+        s.get_many("x", ["k"])
+    with pytest.raises(StorageUnavailable, match="closed"):
+        s.ping()
+
+
+# -- the store contract, Aerospike specifics ---------------------------------------------------
+
+
+def test_generations_create_only_and_conditional_writes(store: AerospikeStore) -> None:
+    assert store.put("meta", "seg", {"ver": 1}, generation=0) == 1
+    with pytest.raises(Conflict, match="already exists"):
+        store.put("meta", "seg", {"ver": 99}, generation=0)
+    g2 = store.put("meta", "seg", {"ver": 2}, generation=1)
+    assert g2 == 2
+    with pytest.raises(Conflict, match="generation 1"):
+        store.put("meta", "seg", {"ver": 99}, generation=1)
+    with pytest.raises(Conflict, match="does not exist"):
+        store.put("meta", "never", {"ver": 1}, generation=3)
+    assert store.get_many("meta", ["never"]) == [None]
+    g3 = store.put("meta", "seg", {"ver": 3})
+    assert g3 == 3
+    (record,) = store.get_many("meta", ["seg"])
+    assert record is not None and record.bins == {"ver": 3} and record.generation == g3
+    with pytest.raises(Conflict):
+        store.delete("meta", "seg", generation=0)  # it exists
+    with pytest.raises(Conflict):
+        store.delete("meta", "seg", generation=g2)
+    assert store.delete("meta", "seg", generation=g3) is True
+    assert store.delete("meta", "seg") is False
+    assert store.delete("meta", "seg", generation=0) is False
+    with pytest.raises(Conflict, match="does not exist"):
+        store.delete("meta", "seg", generation=4)
+
+
+def test_bin_values_round_trip_with_their_exact_types(store: AerospikeStore) -> None:
+    bins: dict[str, bytes | int | str] = {
+        "bm": bytes(range(256)) * 4,
+        "empty": b"",
+        "card": 2**63 - 1,
+        "neg": -(2**63),
+        "zero": 0,
+        "name": "ünïcødé segment ✓",
+        "map": "",
+        "created": 1_700_000_000_000,
+    }
+    store.put("shard", "k", bins)
+    (record,) = store.get_many("shard", ["k"])
+    assert record is not None
+    assert record.bins == bins
+    assert {name: type(value) for name, value in record.bins.items()} == {
+        name: type(value) for name, value in bins.items()
+    }
+    # a replace drops the bins it does not name
+    store.put("shard", "k", {"card": 7})
+    assert store.get_many("shard", ["k"])[0].bins == {"card": 7}  # type: ignore[union-attr]
+    store.put_many("shard", [("k", {"name": "x"})])
+    assert store.get_many("shard", ["k"])[0].bins == {"name": "x"}  # type: ignore[union-attr]
+    # bytearray and memoryview go in as bytes
+    store.put("shard", "b", {"bm": bytearray(b"\x01\x02"), "map": memoryview(b"\x03")})  # type: ignore[dict-item]
+    assert store.get_many("shard", ["b"])[0].bins == {"bm": b"\x01\x02", "map": b"\x03"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("set_name", "bins", "error", "message"),
+    [
+        ("s", {}, StorageError, "without bins"),
+        ("s", {"sixteen_chars_xx": 1}, StorageError, "bin name"),
+        ("s", {"": 1}, StorageError, "bin name"),
+        ("s", {"big": 2**63}, StorageError, "64-bit"),
+        ("s", {"flag": True}, TypeError, "bool"),
+        ("s", {"f": 1.5}, TypeError, "float"),
+        ("x" * 60, {"a": 1}, StorageError, "set name"),
+        ("a:b", {"a": 1}, StorageError, "set name"),
+    ],
+)
+def test_unstorable_records_are_refused_before_anything_is_written(
+    store: AerospikeStore, set_name: str, bins: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        store.put(set_name, "k", bins)
+    with pytest.raises(error, match=message):
+        store.put_many(set_name, [("ok", {"a": 1}), ("k", bins)])
+    if error is TypeError or "set name" not in message:
+        assert store.get_many(set_name, ["k", "ok"]) == [None, None]
+
+
+def test_scans_return_keys_and_are_isolated_by_set_and_prefix(aerospike_target: AerospikeTarget) -> None:
+    one = AerospikeStore(aerospike_url(aerospike_target))
+    two = AerospikeStore(aerospike_url(aerospike_target))
+    try:
+        count = SCAN_PAGE * 2 + 345  # several scan pages
+        one.put_many("segmeta", [(f"seg{i}", {"card": i}) for i in range(count)])
+        one.put("segmap", "seg0/1", {"shards": b"\x00"})
+        two.put("segmeta", "other", {"card": -1})
+        scanned = dict(one.scan("segmeta"))
+        assert len(scanned) == count
+        assert {k: r.bins["card"] for k, r in scanned.items()} == {f"seg{i}": i for i in range(count)}
+        assert all(r.generation == 1 for r in scanned.values())
+        assert [k for k, _ in two.scan("segmeta")] == ["other"]
+        assert [k for k, _ in one.scan("segmap")] == ["seg0/1"]
+        assert list(two.scan("segmap")) == []
+        assert list(one.scan("never_written")) == []
+    finally:
+        one.close()
+        two.close()
+
+
+def test_batch_reads_of_thousands_of_shard_records(store: AerospikeStore) -> None:
+    rng = random.Random(7)
+    payloads = {
+        f"seg/{shard}/{rng.getrandbits(40):x}": rng.randbytes(rng.randrange(1, 2048)) for shard in range(3000)
+    }
+    store.put_many("segshard", [(k, {"bm": v, "card": len(v)}) for k, v in payloads.items()])
+    keys = list(payloads)
+    missing = [f"seg/{i}/missing" for i in range(0, 3000, 10)]
+    asked = keys + missing
+    rng.shuffle(asked)
+    asked += [f"gap{i}" for i in range(READ_CHUNK)]  # more than one batch_read call
+    records = store.get_many("segshard", asked)
+    assert len(records) == len(asked)
+    for key, record in zip(asked, records, strict=True):
+        if key in payloads:
+            assert record is not None, key
+            assert record.bins == {"bm": payloads[key], "card": len(payloads[key])}
+        else:
+            assert record is None, key
+    store.delete_many("segshard", keys[:2000] + missing)
+    left = store.get_many("segshard", keys)
+    assert [r is not None for r in left] == [False] * 2000 + [True] * 1000
+    assert sorted(k for k, _ in store.scan("segshard")) == sorted(keys[2000:])
+
+
+def test_a_record_over_the_size_limit_is_reported_clearly(
+    store: AerospikeStore, aerospike_target: AerospikeTarget
+) -> None:
+    limit = aerospike_target.max_record_size
+    with pytest.raises(RecordTooLarge) as caught:
+        store.put("segshard", "huge", {"bm": b"\x00" * (limit + 1)})
+    text = str(caught.value)
+    assert "max-record-size" in text and "segshard/huge" in text
+    reported = int(re.search(r"about (\d+) bytes", text).group(1))  # type: ignore[union-attr]
+    assert limit < reported < limit + 200
+    assert store.get_many("segshard", ["huge"]) == [None]
+    with pytest.raises(RecordTooLarge) as caught:
+        store.put_many("segshard", [("fine", {"bm": b"\x01" * 100}), ("huge", {"bm": b"\x00" * (limit + 1)})])
+    assert "segshard/huge" in str(caught.value) and "max-record-size" in str(caught.value)
+    assert store.get_many("segshard", ["huge"]) == [None]
+    # well under the limit is fine, also in a batch
+    store.put_many("segshard", [("half", {"bm": b"\x02" * (limit // 2)})])
+    assert store.get_many("segshard", ["half"])[0].bins["bm"] == b"\x02" * (limit // 2)  # type: ignore[union-attr]
+
+
+def test_errors_are_segments_errors_caused_by_the_client(store: AerospikeStore) -> None:
+    store.put("s", "k", {"a": 1})
+    with pytest.raises(Conflict) as caught:
+        store.put("s", "k", {"a": 2}, generation=0)
+    assert isinstance(caught.value, SegmentsError)
+    assert type(caught.value).__module__ == "segments.errors"
+    assert caught.value.__cause__ is not None
+    assert type(caught.value.__cause__).__module__ != "segments.errors"  # the client's, kept as cause
+
+
+# -- the server going away -------------------------------------------------------------------
+
+
+def test_server_gone_gives_unavailable_and_the_same_store_recovers() -> None:
+    with private_aerospike_target() as target:
+        server = target.require_server()
+        url = aerospike_url(
+            target, timeout_ms=300, write_timeout_ms=500, batch_timeout_ms=1000, connect_timeout_s=0.5
+        )
+        store = AerospikeStore(url)
+        try:
+            store.put_many("segshard", [(f"k{i}", {"card": i}) for i in range(50)])
+            generation = store.put("segmeta", "seg", {"ver": 1})
+            server.stop()
+            calls: list[Callable[[], object]] = [
+                lambda: store.get_many("segshard", ["k1", "k2", "k3"]),
+                lambda: store.get_many("segshard", ["k1"]),
+                lambda: store.put("segmeta", "seg", {"ver": 2}, generation=generation),
+                lambda: store.put("segmeta", "other", {"ver": 2}),
+                lambda: store.put_many("segshard", [("x", {"card": 1}), ("y", {"card": 2})]),
+                lambda: store.delete("segmeta", "seg"),
+                lambda: store.delete_many("segshard", ["k1", "k2"]),
+                lambda: list(store.scan("segshard")),
+                store.ping,
+            ]
+            for call in calls:
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable):  # StorageTimeout is one too
+                    call()
+                # hang detection only: the configured timeouts are at most 1 s
+                assert time.monotonic() - started < 15
+            server.start()  # same port; the data file kept the records
+            records = _eventually(lambda: store.get_many("segshard", [f"k{i}" for i in range(50)]))
+            assert [r.bins["card"] for r in records if r is not None] == list(range(50))
+            assert store.put("segmeta", "seg", {"ver": 2}, generation=generation) == generation + 1
+            store.ping()
+            server.restart()
+            assert _eventually(lambda: store.get_many("segmeta", ["seg"]))[0].bins == {"ver": 2}  # type: ignore[union-attr]
+        finally:
+            store.close()
+
+
+# -- the library on top ----------------------------------------------------------------------
+
+
+def test_segments_end_to_end_against_a_set_model(aerospike_target: AerospikeTarget) -> None:
+    rng = random.Random(2024)
+    universe_ids = range(0, 600_000)  # spans ten shards
+    model: dict[str, set[int]] = {}
+    with segments.connect(aerospike_url(aerospike_target), catalog_ttl=0.0) as segs:
+        for step in range(40):
+            name = rng.choice(["all", "a", "b", "c", "d"])
+            action = rng.choice(["replace", "add", "remove", "delete"])
+            ids = set(rng.sample(universe_ids, rng.randrange(0, 400)))
+            if action == "replace":
+                segs.replace(name, ids)
+                model[name] = set(ids)
+            elif action == "add":
+                segs.add(name, ids)
+                model.setdefault(name, set()).update(ids)
+            elif action == "remove":
+                if name in model:
+                    segs.remove(name, ids)
+                    model[name] -= ids
+                else:
+                    with pytest.raises(SegmentNotFound):
+                        segs.remove(name, ids)
+            elif name in model:
+                segs.delete(name)
+                del model[name]
+            else:
+                with pytest.raises(SegmentNotFound):
+                    segs.delete(name)
+            assert sorted(segs.names()) == sorted(model), step
+            for seg, members in model.items():
+                assert segs.info(seg).cardinality == len(members)
+            if {"a", "b", "c"} <= model.keys():
+                expected = (model["a"] | model["b"]) & model["c"]
+                assert segs.reach("(a | b) & c") == len(expected)
+                assert set(segs.evaluate("(a | b) & c")) == expected
+                assert segs.reach("a - b ^ c") == len((model["a"] - model["b"]) ^ model["c"])
+            if "all" in model and "a" in model:
+                assert set(segs.evaluate("~a")) == model["all"] - model["a"]
+        for seg, members in model.items():
+            assert set().union(*(set(bm) for _, bm in segs.iter_shards(seg))) == members
+            if members:
+                some = next(iter(members))
+                assert segs.contains(seg, some)
+                assert seg in segs.segments_of(some)
+    # a second client sees the same state from the store alone
+    # (the prefix is in the URL, so it is the same deployment)
+
+
+def test_concurrent_writer_processes_lose_no_update(aerospike_target: AerospikeTarget) -> None:
+    url = aerospike_url(aerospike_target)
+    workers, adds_per_worker = 4, 6
+    rng = random.Random(11)
+    ids = rng.sample(range(0, 5 * 65536), workers * adds_per_worker * 40)  # ~5 shards, disjoint
+    plans: list[list[list[int]]] = [
+        [
+            ids[(w * adds_per_worker + a) * 40 : (w * adds_per_worker + a + 1) * 40]
+            for a in range(adds_per_worker)
+        ]
+        for w in range(workers)
+    ]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers) as pool:
+        done = pool.starmap(add_ids_in_process, [(url, "shared", plan) for plan in plans], chunksize=1)
+    assert done == [adds_per_worker] * workers
+    with segments.connect(url) as segs:
+        info = segs.info("shared")
+        assert info.cardinality == len(ids)
+        assert set(segs.evaluate("shared")) == set(ids)
+        assert info.version == workers * adds_per_worker  # every add committed exactly once
+
+
+def test_segments_store_errors_surface_as_segments_errors(aerospike_target: AerospikeTarget) -> None:
+    with segments.connect(aerospike_url(aerospike_target)) as segs:
+        big = range(0, 65536, 1)  # one full shard: 8 KiB, well under the limit
+        assert segs.replace("full", big).cardinality == 65536
+        with pytest.raises(SegmentNotFound):
+            segs.info("absent")
