@@ -8,11 +8,15 @@ apart through a unique set prefix each; the tests that stop the server start one
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import re
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
@@ -23,9 +27,10 @@ from segments.errors import (
     RecordTooLarge,
     SegmentsError,
     StorageError,
+    StorageTimeout,
     StorageUnavailable,
 )
-from segments.storage import open_store
+from segments.storage import Record, open_store
 from segments.storage.aerospike import READ_CHUNK, SCAN_PAGE, AerospikeStore, parse_url
 from tests.support.aerospike_fixture import (
     AerospikeTarget,
@@ -34,6 +39,7 @@ from tests.support.aerospike_fixture import (
     parse_target,
     private_aerospike_target,
 )
+from tests.support.aerospike_server import AerospikeServerProcess
 
 T = TypeVar("T")
 
@@ -309,43 +315,114 @@ def test_errors_are_segments_errors_caused_by_the_client(store: AerospikeStore) 
 # -- the server going away -------------------------------------------------------------------
 
 
+def _every_call(store: AerospikeStore, generation: int) -> list[Callable[[], object]]:
+    return [
+        lambda: store.get_many("segshard", ["k1", "k2", "k3"]),
+        lambda: store.get_many("segshard", ["k1"]),
+        lambda: store.put("segmeta", "seg", {"ver": 2}, generation=generation),
+        lambda: store.put("segmeta", "other", {"ver": 2}, generation=0),
+        lambda: store.put("segmeta", "other", {"ver": 2}),
+        lambda: store.put_many("segshard", [("x", {"card": 1}), ("y", {"card": 2})]),
+        lambda: store.delete("segmeta", "seg"),
+        lambda: store.delete_many("segshard", ["k1", "k2"]),
+        lambda: list(store.scan("segshard")),
+        store.ping,
+    ]
+
+
+_FAST = {"timeout_ms": 300, "write_timeout_ms": 500, "batch_timeout_ms": 800, "connect_timeout_s": 0.5}
+
+
 def test_server_gone_gives_unavailable_and_the_same_store_recovers() -> None:
     with private_aerospike_target() as target:
         server = target.require_server()
-        url = aerospike_url(
-            target, timeout_ms=300, write_timeout_ms=500, batch_timeout_ms=1000, connect_timeout_s=0.5
-        )
-        store = AerospikeStore(url)
+        store = AerospikeStore(aerospike_url(target, **_FAST))
         try:
             store.put_many("segshard", [(f"k{i}", {"card": i}) for i in range(50)])
             generation = store.put("segmeta", "seg", {"ver": 1})
             server.stop()
-            calls: list[Callable[[], object]] = [
-                lambda: store.get_many("segshard", ["k1", "k2", "k3"]),
-                lambda: store.get_many("segshard", ["k1"]),
-                lambda: store.put("segmeta", "seg", {"ver": 2}, generation=generation),
-                lambda: store.put("segmeta", "other", {"ver": 2}),
-                lambda: store.put_many("segshard", [("x", {"card": 1}), ("y", {"card": 2})]),
-                lambda: store.delete("segmeta", "seg"),
-                lambda: store.delete_many("segshard", ["k1", "k2"]),
-                lambda: list(store.scan("segshard")),
-                store.ping,
-            ]
-            for call in calls:
+            for call in _every_call(store, generation):
                 started = time.monotonic()
                 with pytest.raises(StorageUnavailable):  # StorageTimeout is one too
                     call()
                 # hang detection only: the configured timeouts are at most 1 s
                 assert time.monotonic() - started < 15
+            time.sleep(2.5)  # long enough for the client's tend (every 1 s) to drop the node
+            with pytest.raises(StorageUnavailable):
+                store.get_many("segshard", ["k1"])
             server.start()  # same port; the data file kept the records
             records = _eventually(lambda: store.get_many("segshard", [f"k{i}" for i in range(50)]))
             assert [r.bins["card"] for r in records if r is not None] == list(range(50))
             assert store.put("segmeta", "seg", {"ver": 2}, generation=generation) == generation + 1
             store.ping()
-            server.restart()
-            assert _eventually(lambda: store.get_many("segmeta", ["seg"]))[0].bins == {"ver": 2}  # type: ignore[union-attr]
+            server.restart()  # a quick one: the node never leaves the client's view
+            record = _eventually(lambda: store.get_many("segmeta", ["seg"]))[0]
+            assert record is not None and record.bins == {"ver": 2}
         finally:
             store.close()
+
+
+def test_a_frozen_server_gives_timeouts_then_recovers() -> None:
+    with private_aerospike_target() as target:
+        server = target.require_server()
+        assert server.process is not None
+        pid = server.process.pid
+        store = AerospikeStore(aerospike_url(target, **_FAST))
+        try:
+            generation = store.put("segmeta", "seg", {"ver": 1})
+            os.kill(pid, signal.SIGSTOP)  # connections stay open, nothing answers
+            try:
+                # first, on the pooled connection: the request goes out and its answer never comes
+                with pytest.raises(StorageTimeout) as timed_out:
+                    store.put("segmeta", "seg", {"ver": 2}, generation=generation)
+                assert "may have been applied" in str(timed_out.value)
+                for call in _every_call(store, generation):
+                    started = time.monotonic()
+                    with pytest.raises(StorageUnavailable) as caught:
+                        call()
+                    assert time.monotonic() - started < 15  # hang detection only
+                    assert "Aerospike" in str(caught.value)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            record = _eventually(lambda: store.get_many("segmeta", ["seg"]))[0]
+            assert record is not None
+            # the conditional write that timed out was either applied or not, never half
+            assert (record.bins, record.generation) in (
+                ({"ver": 1}, generation),
+                ({"ver": 2}, generation + 1),
+            )
+        finally:
+            store.close()
+
+
+def test_connect_waits_for_a_server_that_is_still_starting() -> None:
+    port = _free_port()
+    with private_aerospike_target() as target:  # skips against a real cluster
+        target.require_server().stop()
+    late = AerospikeServerProcess(namespaces=("test",), port=port)
+    opened: list[AerospikeStore] = []
+    failed: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            opened.append(AerospikeStore(f"aerospike://127.0.0.1:{port}/test?connect_timeout_s=20"))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failed.append(exc)
+
+    thread = threading.Thread(target=open_it)
+    thread.start()
+    try:
+        time.sleep(0.5)  # the store is retrying by now
+        late.start()
+        thread.join(30)
+        assert failed == [] and len(opened) == 1
+        opened[0].put("s", "k", {"a": 1})
+        assert opened[0].get_many("s", ["k"])[0] == Record({"a": 1}, 1)
+    finally:
+        thread.join(30)
+        for s in opened:
+            s.close()
+        late.stop()
 
 
 # -- the library on top ----------------------------------------------------------------------
@@ -401,25 +478,44 @@ def test_segments_end_to_end_against_a_set_model(aerospike_target: AerospikeTarg
 
 def test_concurrent_writer_processes_lose_no_update(aerospike_target: AerospikeTarget) -> None:
     url = aerospike_url(aerospike_target)
-    workers, adds_per_worker = 4, 6
+    workers, adds_per_worker, batch = 4, 8, 30
     rng = random.Random(11)
-    ids = rng.sample(range(0, 5 * 65536), workers * adds_per_worker * 40)  # ~5 shards, disjoint
-    plans: list[list[list[int]]] = [
+    ids = rng.sample(range(0, 3 * 65536), workers * adds_per_worker * batch)  # disjoint, 3 shards
+    plans = [
         [
-            ids[(w * adds_per_worker + a) * 40 : (w * adds_per_worker + a + 1) * 40]
+            ids[(w * adds_per_worker + a) * batch : (w * adds_per_worker + a + 1) * batch]
             for a in range(adds_per_worker)
         ]
         for w in range(workers)
     ]
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers) as pool:
-        done = pool.starmap(add_ids_in_process, [(url, "shared", plan) for plan in plans], chunksize=1)
-    assert done == [adds_per_worker] * workers
+    start = context.Barrier(workers)
+    processes = [
+        context.Process(target=add_ids_in_process, args=(url, "shared", plan, start)) for plan in plans
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+    assert [p.exitcode for p in processes] == [0] * workers
     with segments.connect(url) as segs:
         info = segs.info("shared")
         assert info.cardinality == len(ids)
         assert set(segs.evaluate("shared")) == set(ids)
         assert info.version == workers * adds_per_worker  # every add committed exactly once
+
+
+def test_threads_share_one_store(store: AerospikeStore) -> None:
+    def work(worker: int) -> None:
+        for i in range(40):
+            key = f"w{worker}/{i}"
+            generation = store.put("s", key, {"n": i}, generation=0)
+            assert store.put("s", key, {"n": i + 1}, generation=generation) == generation + 1
+            assert store.get_many("s", [key])[0] == Record({"n": i + 1}, generation + 1)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+    assert len(list(store.scan("s"))) == 8 * 40
 
 
 def test_segments_store_errors_surface_as_segments_errors(aerospike_target: AerospikeTarget) -> None:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -118,11 +119,16 @@ def aerospike_url(target: AerospikeTarget, prefix: str | None = None, **params: 
     return f"aerospike://{host}:{target.port}/{target.namespace}?{urlencode(query)}"
 
 
-def add_ids_in_process(url: str, name: str, chunks: list[list[int]]) -> int:
-    """Worker for multi-process tests (importable under ``spawn``): ``Segments.add`` each chunk."""
+def add_ids_in_process(url: str, name: str, chunks: list[list[int]], start: Any = None) -> None:
+    """Worker for multi-process tests (importable under ``spawn``): ``Segments.add`` each chunk.
+
+    ``start``, a ``multiprocessing`` barrier, makes the workers begin together.
+    """
     import segments
 
     with segments.connect(url) as segs:
+        segs.ping()
+        if start is not None:
+            start.wait(60)
         for chunk in chunks:
             segs.add(name, chunk)
-    return len(chunks)
