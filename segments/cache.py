@@ -66,6 +66,10 @@ class SegmentCache:
                 self._entries.move_to_end(name)
             return entry
 
+    def peek(self, name: str) -> Entry | None:
+        """Read without touching the LRU order (lock-free: a dict read is atomic)."""
+        return self._entries.get(name)
+
     def put(self, entry: Entry) -> None:
         with self._lock:
             old = self._entries.pop(entry.name, None)

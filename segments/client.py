@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pyroaring import BitMap
@@ -11,7 +11,7 @@ from pyroaring import BitMap
 from . import bitmap as bm
 from .cache import SegmentCache
 from .catalog import Meta, SegmentInfo, Sets, decode_meta, shard_key
-from .engine import Engine, ReachResult, _Moved
+from .engine import Engine, ReachResult, Snapshot, _Moved
 from .errors import CorruptSegment, SegmentNotFound
 from .expressions import Expr, to_expr
 from .names import check_name
@@ -46,6 +46,7 @@ class Segments:
         set_prefix: str = "",
         cache_bytes: int = 4 << 30,
         catalog_ttl: float = 1.0,
+        lookup_staleness: float = 0.0,
     ) -> None:
         self.store = store
         self.universe = check_name(universe)
@@ -54,7 +55,9 @@ class Segments:
         self.engine = Engine(store, self.sets, self.cache, self.universe)
         self.writer = Writer(store, self.sets, self.engine)
         self.catalog_ttl = catalog_ttl
+        self.lookup_staleness = lookup_staleness
         self._catalog: tuple[float, list[str]] = (0.0, [])
+        self._lookup: tuple[float, Snapshot] | None = None
 
     # -- writes -----------------------------------------------------------
 
@@ -108,6 +111,7 @@ class Segments:
     def _apply(self, name: str, change: Change) -> WriteResult:
         result = self.writer.apply(name, change)
         self._catalog = (0.0, [])
+        self._lookup = None
         return result
 
     def delete(self, name: str) -> None:
@@ -115,6 +119,7 @@ class Segments:
         check_name(name)
         self.writer.delete(name)
         self._catalog = (0.0, [])
+        self._lookup = None
 
     # -- metadata ---------------------------------------------------------
 
@@ -139,13 +144,6 @@ class Segments:
         metas = self.engine.read_metas(list(names))
         return {n: (m.watermarks.get(source, -1) if m else -1) for n, m in metas.items()}
 
-    def _cached_names(self) -> list[str]:
-        stamp, names = self._catalog
-        if time.monotonic() - stamp > self.catalog_ttl or not stamp:
-            names = self.names()
-            self._catalog = (time.monotonic(), names)
-        return names
-
     # -- membership -------------------------------------------------------
 
     def contains(self, name: str, user_id: int) -> bool:
@@ -161,26 +159,76 @@ class Segments:
         bitmaps = self.engine.load(snap, {name: {shard}})
         return uid in bitmaps[name]
 
-    def segments_of(self, user_id: int) -> list[str]:
-        """Names of the segments that contain ``user_id``, sorted."""
+    def segments_of(self, user_id: int, *, max_staleness: float | None = None) -> list[str]:
+        """Names of the segments that contain ``user_id``, sorted.
+
+        By default every call reads the metadata of all segments (one batch
+        read) so the answer reflects every committed change. A service that
+        must answer within a millisecond can pass ``max_staleness`` (seconds):
+        the metadata snapshot is then reused for that long, so a change becomes
+        visible at most that much later. ``None`` uses the ``lookup_staleness``
+        given to ``connect`` (0 by default).
+        """
         uid = bm.check_user_id(user_id)
-        return self.engine.retrying(lambda: self._segments_of(uid))
+        staleness = self.lookup_staleness if max_staleness is None else max_staleness
+        return self.engine.retrying(lambda: self._segments_of(uid, staleness))
 
-    def _segments_of(self, uid: int) -> list[str]:
-        names = self._cached_names()
-        if not names:
-            return []
+    def _lookup_snapshot(self, max_staleness: float) -> Snapshot:
+        held = self._lookup
+        now = time.monotonic()
+        if held is not None and max_staleness > 0 and now - held[0] <= max_staleness:
+            return held[1]
+        names = self.names() if max_staleness <= 0 else self._names_at_most(max_staleness)
         metas = {n: m for n, m in self.engine.read_metas(names).items() if m is not None}
-        maps = self.engine.read_maps(metas.values())
-        shard = bm.shard_of(uid)
-        candidates = [n for n in metas if shard in maps[n].shards]
-        if not candidates:
-            return []
-        from .engine import Snapshot
+        snap = Snapshot(metas, self.engine.read_maps(metas.values()))
+        self._lookup = (now, snap)
+        return snap
 
-        snap = Snapshot({n: metas[n] for n in candidates}, {n: maps[n] for n in candidates})
-        bitmaps = self.engine.load(snap, {n: {shard} for n in candidates})
-        return sorted(n for n in candidates if uid in bitmaps[n])
+    def _names_at_most(self, max_staleness: float) -> list[str]:
+        stamp, names = self._catalog
+        if not stamp or time.monotonic() - stamp > min(self.catalog_ttl, max_staleness):
+            names = self.names()
+            self._catalog = (time.monotonic(), names)
+        return names
+
+    def _segments_of(self, uid: int, max_staleness: float) -> list[str]:
+        snap = self._lookup_snapshot(max_staleness)
+        shard = bm.shard_of(uid)
+        found: list[str] = []
+        slow: list[str] = []
+        for name, shard_map in snap.maps.items():
+            if shard not in shard_map.shards:
+                continue
+            entry = self.cache.peek(name)
+            if entry is not None and entry.map_key == shard_map.key and shard in entry.loaded:
+                if uid in entry.bitmap:
+                    found.append(name)
+            else:
+                slow.append(name)
+        if slow:
+            sub = Snapshot({n: snap.metas[n] for n in slow}, {n: snap.maps[n] for n in slow})
+            try:
+                bitmaps = self.engine.load(sub, {n: {shard} for n in slow})
+            except _Moved:
+                self._lookup = None
+                raise
+            found.extend(n for n in slow if uid in bitmaps[n])
+        return sorted(found)
+
+    def warm(self, names: Sequence[str] | None = None, *, progress: Callable[[str], None] | None = None) -> int:
+        """Load segments completely into the cache (all of them by default); returns the count."""
+        todo = list(names) if names is not None else self.names()
+        for start in range(0, len(todo), 8):
+            chunk = todo[start : start + 8]
+            try:
+                self.engine.whole(chunk)
+            except SegmentNotFound as exc:
+                rest = [n for n in chunk if n not in exc.names]
+                if rest:
+                    self.engine.whole(rest)
+            if progress:
+                progress(f"cached {min(start + 8, len(todo))}/{len(todo)} segments")
+        return len(todo)
 
     # -- queries ----------------------------------------------------------
 
@@ -272,14 +320,21 @@ def connect(
     set_prefix: str = "",
     cache_bytes: int = 4 << 30,
     catalog_ttl: float = 1.0,
+    lookup_staleness: float = 0.0,
 ) -> Segments:
-    """Open the store at ``url`` (``memory://``, ``sqlite:///path``, ``aerospike://...``)."""
+    """Open the store at ``url`` (``memory://``, ``sqlite:///path``, ``aerospike://...``).
+
+    ``lookup_staleness`` (seconds) lets ``segments_of`` reuse a metadata
+    snapshot that long (see there); ``catalog_ttl`` caps how long such lookups
+    reuse the list of segment names.
+    """
     return Segments(
         open_store(url),
         universe=universe,
         set_prefix=set_prefix,
         cache_bytes=cache_bytes,
         catalog_ttl=catalog_ttl,
+        lookup_staleness=lookup_staleness,
     )
 
 

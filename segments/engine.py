@@ -104,14 +104,29 @@ class Engine:
             shard_map = snap.maps[name]
             entry = self.cache.get(name)
             entries[name] = entry
-            rids = shard_map.rids()
-            wanted = set(rids) if need is None else (need & shard_map.shards)
-            have = entry.valid_shards(shard_map) if entry is not None else set()
-            missing = wanted - have
+            missing: set[int] | frozenset[int]
+            if entry is not None and entry.map_key == shard_map.key:
+                # Same version as cached: only shards never loaded can be missing.
+                loaded = entry.loaded
+                if need is None:
+                    if len(loaded) == len(shard_map.entries):
+                        self.cache.stats.hits += 1
+                        continue
+                    missing = shard_map.shards - loaded.keys()
+                else:
+                    missing = {x for x in need if x not in loaded and x in shard_map.shards}
+                    if not missing:
+                        self.cache.stats.hits += 1
+                        continue
+            else:
+                wanted = shard_map.shards if need is None else (need & shard_map.shards)
+                have = entry.valid_shards(shard_map) if entry is not None else set()
+                missing = wanted - have
             if missing:
                 self.cache.stats.misses += 1
             else:
                 self.cache.stats.hits += 1
+            rids = shard_map.rids()
             fetch.extend((name, s, rids[s]) for s in sorted(missing))
         fresh: dict[str, dict[int, BitMap]] = {name: {} for name in needs}
         if fetch:

@@ -493,7 +493,8 @@ class AerospikeStore:
         return (self.namespace, set_full, key)
 
     def _what(self, verb: str, set_name: str, key: str | None = None) -> str:
-        return f"{verb} {set_name}" + (f"/{key}" if key is not None else "")
+        """``<verb> <aerospike set>[/<key>]`` for messages (the set name as the server knows it)."""
+        return f"{verb} {self.settings.prefix}{set_name}" + (f"/{key}" if key is not None else "")
 
     def _record(self, raw: Any, set_name: str, key: str) -> Record:
         _, meta, bins = raw

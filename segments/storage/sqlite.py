@@ -74,6 +74,7 @@ class SqliteStore:
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._closed = False
+        self._memo: dict[tuple[str, str], tuple[bytes, Record]] = {}
         conn = self._conn()
         with _translated(self.path):
             conn.execute(_SCHEMA)
@@ -122,8 +123,27 @@ class SqliteStore:
                     [set_name, *chunk],
                 ).fetchall()
                 for key, gen, blob in rows:
-                    found[key] = Record(decode_bins(blob), gen)
+                    found[key] = self._decoded(set_name, key, gen, blob)
         return [found.get(k) for k in keys]
+
+    def _decoded(self, set_name: str, key: str, gen: int, blob: bytes) -> Record:
+        """Decode a row, reusing the last decoding of an identical small record.
+
+        Metadata records are read on every query and rarely change; decoding
+        them dominates a batch read of a few hundred. Callers treat records as
+        read-only.
+        """
+        if len(blob) > 1024:
+            return Record(decode_bins(blob), gen)
+        slot = (set_name, key)
+        hit = self._memo.get(slot)
+        if hit is not None and hit[0] == blob and hit[1].generation == gen:
+            return hit[1]
+        record = Record(decode_bins(blob), gen)
+        if len(self._memo) >= 65536:
+            self._memo.clear()
+        self._memo[slot] = (blob, record)
+        return record
 
     def put(self, set_name: str, key: str, bins: Bins, *, generation: int | None = None) -> int:
         blob = encode_bins(bins)

@@ -244,3 +244,31 @@ def test_concurrent_writers_lose_no_update(store_url: str) -> None:
         assert errors == []
         assert segs.info("s").cardinality == 4 * 15 * 2
         assert segs.info("s").version == 1 + 4 * 15
+
+
+def test_lookup_staleness_is_bounded_and_opt_in(store_url: str) -> None:
+    if store_url == "memory://":
+        pytest.skip("a private memory store is not shared")
+    with segments.connect(store_url) as writer, segments.connect(store_url) as reader:
+        writer.replace("a", [1])
+        assert reader.segments_of(1, max_staleness=60) == ["a"]
+        writer.replace("b", [1])
+        writer.remove("a", [1])
+        # within the staleness window the old snapshot may answer...
+        assert reader.segments_of(1, max_staleness=60) == ["a"]
+        # ...a fresh read always sees every committed change
+        assert reader.segments_of(1) == ["b"]
+        assert reader.segments_of(1, max_staleness=60) == ["b"]
+
+
+def test_warm_loads_every_segment_completely(segs: segments.Segments) -> None:
+    segs.replace("a", range(0, 400000, 5))
+    segs.replace("b", [3])
+    with segments.connect(segs.store.url) as other:
+        if segs.store.url == "memory://":
+            other = segs
+        assert other.warm() == 2
+        fetched = other.cache.stats.shard_fetches
+        assert other.reach("a & b | a") == len(range(0, 400000, 5))
+        assert other.segments_of(5) == ["a"]
+        assert other.cache.stats.shard_fetches == fetched
