@@ -45,7 +45,10 @@ AGE_BANDS: tuple[tuple[str, float], ...] = (
 )  # fmt: skip
 #: card tiers by affluence score thresholds (no card below the first one)
 CARD_TIERS: tuple[tuple[str, float], ...] = (
-    ("card_classic", -0.55), ("card_gold", 0.65), ("card_platinum", 1.35), ("card_black", 2.05),
+    ("card_classic", -0.55),
+    ("card_gold", 0.65),
+    ("card_platinum", 1.35),
+    ("card_black", 2.05),
 )
 ACTIVITY_WINDOWS: tuple[int, ...] = (1, 7, 30, 90)
 
@@ -200,7 +203,9 @@ def load(
         if report is not None and (i % 10 == 0 or i == len(data)):
             report(f"wrote {i} of {len(data)} segments")
     if report is not None:
-        report(f"demo data ready: {len(data)} segments over {users:,} users in {time.monotonic() - started:.1f}s")
+        report(
+            f"demo data ready: {len(data)} segments over {users:,} users in {time.monotonic() - started:.1f}s"
+        )
     return sizes
 
 

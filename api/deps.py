@@ -1,0 +1,73 @@
+"""Dependencies: the process's ``Segments`` (opened by the lifespan), its settings and metrics."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+import segments
+from segments import Segments
+from segments.errors import StorageUnavailable
+
+from .metrics import Metrics
+from .settings import Settings
+
+
+class Connection:
+    """The process's one ``Segments``: opened by the lifespan or, after an outage, on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._segments: Segments | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def open(self) -> Segments:
+        segs = self._segments
+        if segs is not None:
+            return segs
+        with self._lock:
+            if self._segments is None:
+                if self._closed:
+                    raise StorageUnavailable("the API is shutting down")
+                self._segments = segments.connect(
+                    self.settings.store,
+                    universe=self.settings.universe,
+                    cache_bytes=self.settings.cache_bytes,
+                    catalog_ttl=self.settings.catalog_ttl,
+                )
+            return self._segments
+
+    @property
+    def current(self) -> Segments | None:
+        return self._segments
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            segs, self._segments = self._segments, None
+        if segs is not None:
+            segs.close()
+
+
+def get_segments(request: Request) -> Segments:
+    """The one ``Segments`` of this process, shared by every request (it is thread-safe)."""
+    connection: Connection = request.app.state.connection
+    return connection.open()
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+SegmentsDep = Annotated[Segments, Depends(get_segments)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

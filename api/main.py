@@ -1,0 +1,116 @@
+"""Wiring of the HTTP API: settings -> store -> ``Segments`` -> routes, middleware and handlers.
+
+``create_app(settings)`` builds the app; its lifespan opens ONE ``Segments``
+per process (the library keeps hot segments cached as whole bitmaps, so
+every request must share it) and closes it on shutdown. ``app_factory`` is
+what uvicorn imports (``api.main:app_factory`` with ``factory=True``), so
+every worker process builds its own app from the ``SEGMENTS_*`` environment.
+
+If the store cannot be reached at startup (an Aerospike outage), the app
+starts anyway: ``/healthz`` answers, ``/readyz`` and store-backed routes
+answer 503 with ``Retry-After`` and reconnection is tried on the next
+request, so a replica recovers on its own when the store comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+import segments
+from segments.errors import StorageUnavailable
+
+from . import errors
+from .deps import Connection
+from .limits import BodyLimitMiddleware
+from .metrics import Metrics, MetricsMiddleware
+from .routes import health, page, queries
+from .routes import segments as segment_routes
+from .routes.page import STATIC
+from .settings import Settings, get_settings
+
+log = logging.getLogger("api")
+
+DESCRIPTION = """\
+Real-time audience segmentation over roaring bitmaps: replace, add to and remove from
+segments; compose them with `| & - ^ ~` and get the exact reach; ask which segments a
+user is in. Errors are always `{"error": {"code", "message", ...}}`.
+
+When `SEGMENTS_API_KEYS` is set, every `/v1` route needs `Authorization: Bearer <key>`:
+reads need the `read` scope, changes the `write` scope.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    connection = Connection(settings)
+    metrics = Metrics()
+    metrics.watch(lambda: connection.current)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            connection.open()
+        except StorageUnavailable as exc:
+            log.warning("store %s is unavailable at startup (%s); will retry on use", settings.store, exc)
+        try:
+            yield
+        finally:
+            connection.close()
+
+    app = FastAPI(
+        title="Segments API",
+        version=segments.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.api_keys = settings.keys
+    app.state.metrics = metrics
+    app.state.connection = connection
+
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(segment_routes.router)
+    app.include_router(queries.router)
+    app.include_router(health.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _tidy_openapi(app)
+    return app
+
+
+def _tidy_openapi(app: FastAPI) -> None:
+    """Validation errors answer 400 in the common error shape: drop FastAPI's default 422 entries."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                if isinstance(operation, dict):
+                    operation.get("responses", {}).pop("422", None)
+        components = schema.get("components", {}).get("schemas", {})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_factory() -> FastAPI:
+    """The uvicorn entry point: ``uvicorn api.main:app_factory --factory``."""
+    return create_app(get_settings())

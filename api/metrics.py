@@ -1,0 +1,129 @@
+"""Prometheus metrics of one API process, served at ``/metrics``.
+
+* ``segments_http_requests_total{method,route,status}`` and
+  ``segments_http_request_duration_seconds{method,route}``: every request,
+  labelled by the route *template* (``/v1/segments/{name}``) so label values
+  stay bounded; requests that matched no route are labelled ``<unmatched>``.
+* ``segments_reach_seconds``: engine time of reach queries (the ``took_ms`` of
+  the responses), and ``segments_reach_total{outcome}``.
+* ``segments_cache_hits_total`` / ``segments_cache_misses_total`` /
+  ``segments_cache_shard_fetches_total`` / ``segments_cache_evictions_total``,
+  ``segments_cache_bytes``, ``segments_cache_entries``: the in-process bitmap cache.
+* ``segments_segments``: number of segments in the store (read at scrape time).
+
+Each app has its own ``CollectorRegistry``. With ``--workers N`` (N > 1)
+every worker process keeps its own counters and a scrape sees only the
+worker that answered it: scrape each replica, or run one worker per
+process/container behind the load balancer (the recommended layout).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from segments import Segments
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "segments_http_requests",
+            "HTTP requests by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "segments_http_request_duration_seconds",
+            "HTTP request latency by method and route template.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.reach_latency = Histogram(
+            "segments_reach_seconds",
+            "Engine time of reach queries.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.reach_total = Counter(
+            "segments_reach", "Reach queries by outcome.", ["outcome"], registry=self.registry
+        )
+
+    def watch(self, segments: Callable[[], Segments | None]) -> None:
+        """Export the cache and catalog of the process's ``Segments`` at scrape time."""
+        self.registry.register(_SegmentsCollector(segments))
+
+
+class _SegmentsCollector(Collector):
+    def __init__(self, segments: Callable[[], Segments | None]) -> None:
+        self._segments = segments
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        segs = self._segments()
+        if segs is None:
+            return
+        stats = segs.cache.stats
+        yield CounterMetricFamily("segments_cache_hits", "Segment reads served from cache.", value=stats.hits)
+        yield CounterMetricFamily(
+            "segments_cache_misses", "Segment reads that fetched shards.", value=stats.misses
+        )
+        yield CounterMetricFamily(
+            "segments_cache_shard_fetches", "Shard records fetched from the store.", value=stats.shard_fetches
+        )
+        yield CounterMetricFamily(
+            "segments_cache_evictions", "Segments evicted from the cache.", value=stats.evictions
+        )
+        yield GaugeMetricFamily("segments_cache_bytes", "Bytes of cached bitmaps.", value=segs.cache.nbytes)
+        yield GaugeMetricFamily("segments_cache_entries", "Segments in the cache.", value=len(segs.cache))
+        try:
+            count = len(segs.names())
+        except Exception:  # the store is down: report what we can, /readyz reports the outage
+            return
+        yield GaugeMetricFamily("segments_segments", "Segments in the store.", value=count)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route: BaseRoute | None = scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            method = scope.get("method", "")
+            if method not in _METHODS:
+                method = "OTHER"
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
