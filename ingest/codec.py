@@ -1,0 +1,364 @@
+"""The Kafka message format of segment updates: decoding (consumer) and encoding (producer).
+
+Pure functions, no I/O. A message is ``(key, value, headers)``; the key is
+always the segment name (so one segment's updates stay in one partition, in
+order). Two value encodings carry the same three operations:
+
+JSON (small deltas)::
+
+    {"op": "add" | "remove", "segment": "name", "ids": [1, 2, 3]}
+    {"op": "replace", "segment": "name", "batch": "b1", "part": 0, "parts": 3, "ids": [...]}
+
+Binary (large deltas): the value is a Roaring portable-format bitmap and the
+headers say what to do with it: ``op``, ``segment``, ``encoding=roaring``
+and, for ``replace``, ``batch``, ``part`` and ``parts``.
+
+``decode`` never raises on bad input: it returns a :class:`DecodeError`
+with a stable reason code (see :data:`REASONS`), which the consumer sends to
+the dead-letter topic. ``encode_*`` split a bitmap by shard range so that
+every message value stays under a byte budget.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from pyroaring import BitMap, FrozenBitMap
+
+from segments import bitmap as bm
+from segments.errors import InvalidBitmap, InvalidSegmentName, InvalidUserId
+from segments.names import check_name
+
+Op = Literal["add", "remove", "replace"]
+Headers = list[tuple[str, str | bytes | None]]
+#: What confluent-kafka hands out: header values may be ``None``.
+RawHeaders = Sequence[tuple[str, bytes | None]] | None
+
+OPS: Final[frozenset[str]] = frozenset({"add", "remove", "replace"})
+DEFAULT_TOPIC: Final[str] = "segment-updates"
+#: Largest message value the encoder produces; Kafka's default cap is about 1 MB
+#: (``message.max.bytes`` = 1_000_000 in librdkafka, 1_048_588 on the broker).
+DEFAULT_MAX_MESSAGE_BYTES: Final[int] = 900_000
+#: Replace batches are limited to this many parts (a 2**32-ID segment needs < 1000 parts).
+MAX_PARTS: Final[int] = 100_000
+#: A batch id: 1-64 characters of ``[A-Za-z0-9_.:-]``.
+BATCH_PATTERN: Final[re.Pattern[str]] = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+#: Up to this many IDs the producer's ``encoding="auto"`` sends JSON, else roaring.
+JSON_MAX_IDS: Final[int] = 64
+
+#: Reason codes of decode errors, as they appear in the ``error`` header of dead letters.
+REASONS: Final[dict[str, str]] = {
+    "bad_json": "the value is not a JSON object of the documented shape",
+    "unknown_op": "op is not add, remove or replace",
+    "invalid_segment_name": "the segment name is not 1-128 characters of [A-Za-z0-9_.:]",
+    "key_mismatch": "the message key is not the segment name",
+    "invalid_user_id": "an ID is not an integer in [0, 2**32)",
+    "corrupt_bitmap": "the binary value is not a valid Roaring portable bitmap",
+    "missing_header": "a binary message lacks a required header",
+    "bad_header": "a header value is unreadable or not one of the allowed values",
+    "bad_part": "batch, part or parts of a replace are invalid or inconsistent",
+}
+
+
+@dataclass(frozen=True)
+class Update:
+    """One decoded segment update."""
+
+    op: Op
+    segment: str
+    ids: BitMap | FrozenBitMap
+    #: replace only: the batch id, this part's number (0-based) and the number of parts
+    batch: str | None = None
+    part: int | None = None
+    parts: int | None = None
+
+
+@dataclass(frozen=True)
+class DecodeError:
+    """Why a message could not be decoded; ``reason`` is one of :data:`REASONS`."""
+
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.error = DecodeError(reason, message)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode(key: bytes | None, value: bytes | None, headers: RawHeaders) -> Update | DecodeError:
+    """Decode one Kafka message; never raises on bad input."""
+    try:
+        head = _headers(headers)
+        encoding = head.get("encoding", "json")
+        if encoding == "roaring":
+            update = _decode_binary(value, head)
+        elif encoding == "json":
+            update = _decode_json(value)
+        else:
+            raise _Reject("bad_header", f"encoding header is {encoding!r}; expected 'roaring' (or 'json')")
+        _check_key(key, update.segment)
+        return update
+    except _Reject as exc:
+        return exc.error
+
+
+def _headers(headers: RawHeaders) -> dict[str, str]:
+    """The headers this codec reads, decoded; the last occurrence of a name wins."""
+    out: dict[str, str] = {}
+    for name, raw in headers or ():
+        if name not in ("op", "segment", "encoding", "batch", "part", "parts"):
+            continue
+        if raw is None:
+            raise _Reject("bad_header", f"header {name!r} has no value")
+        try:
+            out[name] = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Reject("bad_header", f"header {name!r} is not UTF-8: {exc}") from exc
+    return out
+
+
+def _check_key(key: bytes | None, segment: str) -> None:
+    if key is None:
+        raise _Reject("key_mismatch", f"the message has no key; the key must be the segment name {segment!r}")
+    if key != segment.encode("utf-8"):
+        shown = key[:140].decode("utf-8", "replace")
+        raise _Reject("key_mismatch", f"the message key {shown!r} is not the segment name {segment!r}")
+
+
+def _op(value: object) -> Op:
+    if value not in OPS:
+        raise _Reject("unknown_op", f"op is {_show(value)}; expected 'add', 'remove' or 'replace'")
+    return value  # type: ignore[return-value]
+
+
+def _segment(value: object) -> str:
+    try:
+        return check_name(value)
+    except InvalidSegmentName as exc:
+        raise _Reject("invalid_segment_name", str(exc)) from exc
+
+
+def _decode_json(value: bytes | None) -> Update:
+    if not value:
+        raise _Reject("bad_json", "the message has no value (expected a JSON object or a roaring bitmap "
+                      "with an 'encoding: roaring' header)")
+    try:
+        doc = json.loads(value)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _Reject("bad_json", f"the value is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise _Reject("bad_json", f"the value is a JSON {type(doc).__name__}, expected an object")
+    for field in ("op", "segment", "ids"):
+        if field not in doc:
+            raise _Reject("bad_json", f"field {field!r} is missing")
+    op = _op(doc["op"])
+    segment = _segment(doc["segment"])
+    raw_ids = doc["ids"]
+    if not isinstance(raw_ids, list):
+        raise _Reject("bad_json", f"'ids' is a JSON {type(raw_ids).__name__}, expected a list of integers")
+    try:
+        ids = bm.from_ids(raw_ids)
+    except InvalidUserId as exc:
+        raise _Reject("invalid_user_id", str(exc)) from exc
+    if op != "replace":
+        return Update(op, segment, ids)
+    batch, part, parts = _part_fields(doc.get("batch"), doc.get("part"), doc.get("parts"), "field")
+    return Update(op, segment, ids, batch, part, parts)
+
+
+def _decode_binary(value: bytes | None, head: dict[str, str]) -> Update:
+    for name in ("op", "segment"):
+        if name not in head:
+            raise _Reject("missing_header", f"a roaring message needs an {name!r} header")
+    op = _op(head["op"])
+    segment = _segment(head["segment"])
+    batch = part = parts = None
+    if op == "replace":
+        for name in ("batch", "part", "parts"):
+            if name not in head:
+                raise _Reject("missing_header", f"a roaring replace message needs a {name!r} header")
+        batch, part, parts = _part_fields(head["batch"], _int_header(head, "part"), _int_header(head, "parts"),
+                                          "header")
+    if not value:
+        raise _Reject("corrupt_bitmap", "the message has no value")
+    try:
+        ids = bm.deserialize(value)
+    except InvalidBitmap as exc:
+        raise _Reject("corrupt_bitmap", str(exc)) from exc
+    return Update(op, segment, ids, batch, part, parts)
+
+
+def _int_header(head: dict[str, str], name: str) -> int:
+    text = head[name]
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise _Reject("bad_part", f"header {name!r} is {text[:40]!r}; expected a non-negative integer")
+    return int(text)
+
+
+def _part_fields(batch: object, part: object, parts: object, what: str) -> tuple[str, int, int]:
+    if batch is None or part is None or parts is None:
+        missing = [n for n, v in (("batch", batch), ("part", part), ("parts", parts)) if v is None]
+        raise _Reject("bad_part", f"a replace needs batch, part and parts; {what} {', '.join(map(repr, missing))} "
+                      "missing")
+    if not isinstance(batch, str) or not BATCH_PATTERN.fullmatch(batch):
+        raise _Reject("bad_part", f"batch id {_show(batch)} is invalid: 1-64 characters of [A-Za-z0-9_.:-]")
+    if type(parts) is not int or not 1 <= parts <= MAX_PARTS:
+        raise _Reject("bad_part", f"parts is {_show(parts)}; expected an integer from 1 to {MAX_PARTS}")
+    if type(part) is not int or not 0 <= part < parts:
+        raise _Reject("bad_part", f"part is {_show(part)}; expected an integer from 0 to {parts - 1} "
+                      f"(parts={parts})")
+    return batch, part, parts
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message to produce: key, value and headers."""
+
+    key: bytes
+    value: bytes
+    headers: Headers
+    #: number of IDs it carries (for progress reporting)
+    count: int
+
+
+def chunks(ids: BitMap | FrozenBitMap, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[BitMap]:
+    """Split a bitmap into shard-aligned pieces whose portable serialization fits ``max_bytes``.
+
+    An empty bitmap gives one empty piece. Pieces are cut at shard boundaries
+    (``2**16`` IDs, at most ~8 KiB each), so any budget of 16 KiB or more works.
+    """
+    if max_bytes < 16 * 1024:
+        raise ValueError(f"max_bytes must be at least 16384, got {max_bytes}")
+    if not ids:
+        yield BitMap()
+        return
+    whole = BitMap(ids)
+    whole.run_optimize()
+    if len(whole.serialize()) <= max_bytes:
+        yield whole
+        return
+    pending: list[tuple[int, BitMap, int]] = []
+    total = 0
+    for shard, part in bm.split_by_shard(whole):
+        part.run_optimize()
+        size = len(part.serialize())
+        if pending and total + size > max_bytes - 1024:
+            yield from _fit(pending, max_bytes)
+            pending, total = [], 0
+        pending.append((shard, part, size))
+        total += size
+    if pending:
+        yield from _fit(pending, max_bytes)
+
+
+def _fit(pending: list[tuple[int, BitMap, int]], max_bytes: int) -> Iterator[BitMap]:
+    """Union the pieces; halve the run of shards again if the union is still too big."""
+    piece = BitMap.union(*(p for _, p, _ in pending))
+    piece.run_optimize()
+    if len(pending) == 1 or len(piece.serialize()) <= max_bytes:
+        yield piece
+        return
+    half = len(pending) // 2
+    yield from _fit(pending[:half], max_bytes)
+    yield from _fit(pending[half:], max_bytes)
+
+
+def _json_value(op: str, segment: str, ids: list[int], extra: dict[str, object]) -> bytes:
+    doc: dict[str, object] = {"op": op, "segment": segment, **extra, "ids": ids}
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def _json_pieces(ids: BitMap | FrozenBitMap, max_bytes: int) -> list[list[int]]:
+    """Split a sorted ID list into runs whose JSON stays well under ``max_bytes`` (≤ 11 bytes per ID)."""
+    per_message = max(1, (max_bytes - 512) // 11)
+    values = ids.to_array().tolist() if len(ids) else []
+    if not values:
+        return [[]]
+    return [values[i : i + per_message] for i in range(0, len(values), per_message)]
+
+
+def encode(
+    op: Op,
+    segment: str,
+    ids: BitMap | FrozenBitMap,
+    *,
+    batch: str | None = None,
+    encoding: Literal["auto", "json", "roaring"] = "auto",
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> list[Message]:
+    """The messages that carry one operation, each value at most ``max_bytes``.
+
+    ``add``/``remove`` may become several messages (each applied on its own).
+    ``replace`` becomes the parts ``0..n-1`` of ``batch`` (required), made
+    visible together by the consumer.
+    """
+    _op(op)
+    check_name(segment)
+    if op == "replace":
+        if batch is None or not BATCH_PATTERN.fullmatch(batch):
+            raise ValueError(f"replace needs a batch id of 1-64 characters of [A-Za-z0-9_.:-], got {batch!r}")
+    elif batch is not None:
+        raise ValueError("only replace takes a batch id")
+    if encoding == "auto":
+        encoding = "json" if len(ids) <= JSON_MAX_IDS else "roaring"
+    key = segment.encode("utf-8")
+    if encoding == "json":
+        pieces = _json_pieces(ids, max_bytes)
+        messages = []
+        for number, values in enumerate(pieces):
+            extra: dict[str, object] = (
+                {"batch": batch, "part": number, "parts": len(pieces)} if op == "replace" else {}
+            )
+            messages.append(Message(key, _json_value(op, segment, values, extra), [], len(values)))
+        return messages
+    if encoding != "roaring":
+        raise ValueError(f"encoding must be 'auto', 'json' or 'roaring', got {encoding!r}")
+    parts = list(chunks(ids, max_bytes))
+    out = []
+    for number, piece in enumerate(parts):
+        headers: Headers = [
+            ("op", op.encode()),
+            ("segment", key),
+            ("encoding", b"roaring"),
+        ]
+        if op == "replace":
+            assert batch is not None
+            headers += [("batch", batch.encode()), ("part", str(number).encode()),
+                        ("parts", str(len(parts)).encode())]
+        out.append(Message(key, bm.serialize(piece), headers, len(piece)))
+    return out
+
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TOPIC",
+    "MAX_PARTS",
+    "REASONS",
+    "DecodeError",
+    "Message",
+    "Op",
+    "Update",
+    "chunks",
+    "decode",
+    "encode",
+]

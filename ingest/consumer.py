@@ -1,0 +1,558 @@
+"""The ingest consumer: poll -> decode -> batch -> plan -> write -> dead letters -> commit.
+
+confluent-kafka with ``enable.auto.commit=False``. One flush of a batch:
+
+1. read every touched segment's watermark for the message's source
+   (``topic/partition``) and drop what is at or below it (applied before);
+2. load the staging state of segments with replace parts and fold the rest
+   (:mod:`ingest.batcher`);
+3. send undecodable or inconsistent messages to the dead-letter topic and
+   wait for their delivery;
+4. per segment: stage parts, store the staging state, write the segment
+   once (``apply`` / ``replace_from`` with ``source`` and ``position``, which
+   the store skips if already recorded), finish completed replace batches;
+5. commit the next offset of every partition in the batch.
+
+A store outage (``StorageUnavailable``, ``Conflict``) or a dead-letter
+delivery failure fails the attempt: nothing is committed, the assigned
+partitions are paused (the consumer keeps polling so it stays in the group),
+and the same batch is retried with capped exponential backoff until it goes
+through. Any other error of one segment's write is permanent for the
+messages of that segment in this batch: they go to the dead-letter topic
+(reason = the error's code) and the rest of the batch goes on.
+
+Exactly-once effect: a message is applied at most once because every write
+records its position and later replays of it are dropped in step 1; and
+at least once because offsets are committed only after step 4.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from segments import Segments
+from segments.errors import Conflict, SegmentNotFound, SegmentsError, StorageUnavailable
+
+from .batcher import Batch, Consumed, Group, Rejected, SegmentWork, group, plan
+from .codec import Update, decode
+from .metrics import IngestMetrics
+from .settings import IngestSettings
+from .staging import Outcome, StagingStore
+
+log = logging.getLogger("ingest.consumer")
+
+TopicPart = tuple[str, int]
+_TRANSIENT = (StorageUnavailable, Conflict)
+
+
+class DeadLetterError(Exception):
+    """Messages could not be delivered to the dead-letter topic (retried; nothing is committed)."""
+
+
+@dataclass
+class FlushStats:
+    messages: int = 0
+    writes: int = 0
+    dead_letters: int = 0
+    replayed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def consumer_config(settings: IngestSettings) -> dict[str, str | int | float | bool]:
+    config: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": settings.group,
+        "client.id": "segments-ingest",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        "allow.auto.create.topics": False,
+    }
+    config.update(settings.kafka_options)
+    return config
+
+
+def dead_letter_config(settings: IngestSettings) -> dict[str, str | int | float | bool]:
+    config: dict[str, str | int | float | bool] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": "segments-ingest-dlq",
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 30_000,
+    }
+    group_only = {"group.id", "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms",
+                  "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store",
+                  "allow.auto.create.topics", "partition.assignment.strategy", "group.instance.id",
+                  "fetch.min.bytes", "fetch.wait.max.ms", "max.partition.fetch.bytes", "isolation.level"}
+    config.update({k: v for k, v in settings.kafka_options.items() if k not in group_only})
+    return config
+
+
+class IngestConsumer:
+    """Consumes segment updates into a ``Segments`` store until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        segs: Segments,
+        metrics: IngestMetrics | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.segs = segs
+        self.staging = StagingStore(segs)
+        self.metrics = metrics if metrics is not None else IngestMetrics()
+        self.clock = clock
+        self.consumer = Consumer(consumer_config(settings))
+        self.dlq = Producer(dead_letter_config(settings))
+        self.batch = Batch(settings.batch_max_messages, settings.batch_max_ids, settings.batch_max_wait)
+        self._stop = threading.Event()
+        self._assigned: set[TopicPart] = set()
+        self._held: list[Consumed] = []
+        self._committed: dict[TopicPart, int] = {}
+        self._lag_at = 0.0
+        self._summary_at = clock()
+        self._totals = FlushStats()
+
+    # -- lifecycle --------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the batch in flight, commit it and leave the group (safe from signal handlers)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        self.consumer.subscribe(
+            [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        log.info(
+            "consuming %s (group %s) into %s; dead letters to %s",
+            self.settings.topic, self.settings.group, self.segs.store.url, self.settings.dlq_topic,
+        )
+        try:
+            swept = self.staging.sweep()
+            if swept:
+                log.info("removed %d staged parts of finished replace batches", swept)
+        except SegmentsError as exc:
+            log.warning("could not tidy the replace staging area: %s", exc)
+        try:
+            while not self.stopping:
+                self._poll()
+                if self.batch.due(self.clock()):
+                    self._flush()
+                self._housekeeping()
+            if self.batch.records:
+                self._flush(final=True)
+        finally:
+            log.info("leaving the consumer group")
+            self.consumer.close()
+            self.dlq.flush(10)
+            self._log_summary(force=True)
+
+    # -- polling ----------------------------------------------------------
+
+    def _poll(self) -> None:
+        if self._held:
+            for record in self._held:
+                self.batch.add(record, self.clock())
+            self._held = []
+            if self.batch.full:
+                return
+        now = self.clock()
+        timeout = 1.0
+        if self.batch.started is not None:
+            timeout = max(0.0, min(timeout, self.batch.started + self.batch.max_wait - now))
+        room = max(1, min(10_000, self.batch.max_messages - len(self.batch.records)))
+        for message in self.consumer.consume(num_messages=room, timeout=timeout):
+            consumed = self._record(message)
+            if consumed is not None:
+                self.batch.add(consumed, self.clock())
+
+    def _record(self, message: Message) -> Consumed | None:
+        error = message.error()
+        if error is not None:
+            if error.fatal():
+                raise KafkaException(error)
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer: %s", error)
+            return None
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        assert topic is not None and partition is not None and offset is not None
+        key, value = message.key(), message.value()
+        headers = _raw_headers(message.headers())
+        return Consumed(topic, partition, offset, key, value, headers, decode(key, value, headers))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        parts = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned |= parts
+        for tp in parts:
+            self._committed.pop(tp, None)
+        log.info("assigned %s", _show(parts))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= revoked
+        dropped = self.batch.drop_partitions(revoked)
+        held = len(self._held)
+        self._held = [r for r in self._held if (r.topic, r.partition) not in revoked]
+        dropped += held - len(self._held)
+        for topic, partition in revoked:
+            self._committed.pop((topic, partition), None)
+            self.metrics.forget_partition(topic, partition)
+        log.info("revoked %s%s", _show(revoked),
+                 f" ({dropped} uncommitted messages left to the next owner)" if dropped else "")
+
+    # -- flushing ---------------------------------------------------------
+
+    def _flush(self, *, final: bool = False) -> None:
+        started = self.clock()
+        size = len(self.batch.records)
+        delivered: set[tuple[str, int, int]] = set()
+        attempt = 0
+        paused: list[TopicPartition] = []
+        try:
+            while self.batch.records:
+                try:
+                    stats = self._apply(self.batch.records, delivered, first=attempt == 0)
+                except (*_TRANSIENT, DeadLetterError) as exc:
+                    kind = exc.code if isinstance(exc, SegmentsError) else "dead_letter_delivery"
+                    self.metrics.store_errors.labels(kind).inc()
+                    self.metrics.store_up.set(0)
+                    if final or self.stopping:
+                        log.warning("stopping with an unapplied batch of %d messages (%s): nothing of it is "
+                                    "committed; it will be consumed again", len(self.batch.records), exc)
+                        self.batch.clear()
+                        return
+                    delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2**attempt)
+                    delay *= random.uniform(0.5, 1.0)
+                    log.warning("batch of %d messages failed (%s: %s); retrying in %.1fs (attempt %d)",
+                                len(self.batch.records), type(exc).__name__, exc, delay, attempt + 1)
+                    if not paused:
+                        paused = self._pause()
+                    self._wait(delay)
+                    attempt += 1
+                    continue
+                self.metrics.store_up.set(1)
+                self._commit(self.batch.records)
+                self._account(stats)
+                break
+        finally:
+            if paused:
+                self._resume()
+            self.batch.clear()
+        elapsed = self.clock() - started
+        self.metrics.batch_seconds.observe(elapsed)
+        self.metrics.batch_messages.observe(size)
+        log.debug("batch of %d messages done in %.3fs", size, elapsed)
+
+    def _pause(self) -> list[TopicPartition]:
+        try:
+            parts = self.consumer.assignment()
+            if parts:
+                self.consumer.pause(parts)
+            return parts or [TopicPartition("", -1)]
+        except KafkaException as exc:
+            log.warning("could not pause partitions: %s", exc)
+            return [TopicPartition("", -1)]
+
+    def _resume(self) -> None:
+        try:
+            parts = self.consumer.assignment()
+            if parts:
+                self.consumer.resume(parts)
+        except KafkaException as exc:
+            log.warning("could not resume partitions: %s", exc)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep while serving the group protocol; keep any message that still arrives for later."""
+        deadline = self.clock() + seconds
+        while not self.stopping:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return
+            for message in self.consumer.consume(num_messages=1000, timeout=min(0.25, remaining)):
+                record = self._record(message)
+                if record is not None:
+                    self._held.append(record)
+
+    def _commit(self, records: Sequence[Consumed]) -> None:
+        offsets: dict[TopicPart, int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())], asynchronous=False
+            )
+        except KafkaException as exc:
+            log.warning("offset commit failed (%s): these messages will be consumed again and skipped as replays", exc)
+            return
+        self.metrics.commits.inc()
+        for (topic, partition), offset in offsets.items():
+            self._committed[(topic, partition)] = offset
+            self.metrics.committed.labels(topic, str(partition)).set(offset)
+        self._update_lag()
+
+    # -- one attempt ------------------------------------------------------
+
+    def _apply(self, records: Sequence[Consumed], delivered: set[tuple[str, int, int]], *, first: bool) -> FlushStats:
+        stats = FlushStats(messages=len(records))
+        groups, rejected = group(records)
+        marks = self._watermarks(groups)
+        with_parts = {
+            g.segment
+            for g in groups
+            for r in g.records
+            if r.offset > marks[(g.segment, g.source)] and isinstance(r.decoded, Update) and r.decoded.op == "replace"
+        }
+        states = self.staging.load(with_parts)
+        for name, state in states.items():
+            sources = state.sources()
+            known = {src: marks[(name, src)] for src in sources if (name, src) in marks}
+            for src in sources - known.keys():
+                known[src] = self.segs.watermarks([name], src)[name]
+            state.finish_applied(known)
+        work_plan = plan(groups, marks, states)
+        if first:
+            stats.replayed = work_plan.replayed
+        stats.dead_letters += self._dead_letter(rejected + work_plan.rejected, delivered)
+        for work in work_plan.work:
+            self._write(work, delivered, stats)
+        return stats
+
+    def _watermarks(self, groups: Sequence[Group]) -> dict[tuple[str, str], int]:
+        by_source: dict[str, list[str]] = {}
+        for g in groups:
+            by_source.setdefault(g.source, []).append(g.segment)
+        marks: dict[tuple[str, str], int] = {}
+        for source, names in by_source.items():
+            for name, mark in self.segs.watermarks(names, source).items():
+                marks[(name, source)] = mark
+        return marks
+
+    def _write(self, work: SegmentWork, delivered: set[tuple[str, int, int]], stats: FlushStats) -> None:
+        try:
+            self._write_segment(work, stats)
+        except _TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one segment's failure must not stop the others
+            reason = exc.code if isinstance(exc, SegmentsError) else "apply_failed"
+            if isinstance(exc, SegmentsError):
+                log.error("segment %r: cannot apply %d messages: %s", work.segment, len(work.records), exc)
+            else:
+                log.exception("segment %r: unexpected error applying %d messages", work.segment, len(work.records))
+            rejects = [Rejected(r, reason, f"applying to segment {work.segment!r} failed: {exc}") for r in work.records]
+            stats.dead_letters += self._dead_letter(rejects, delivered)
+            return
+        for op, count in work.applied.items():
+            self.metrics.messages.labels(op).inc(count)
+            self.metrics.ids.labels(op).inc(work.ids.get(op, 0))
+        for kind, count in work.parts.items():
+            if kind == Outcome.DUPLICATE:
+                stats.skipped["duplicate_part"] = stats.skipped.get("duplicate_part", 0) + count
+            elif kind == Outcome.STALE:
+                stats.skipped["stale_batch"] = stats.skipped.get("stale_batch", 0) + count
+
+    def _write_segment(self, work: SegmentWork, stats: FlushStats) -> None:
+        state = work.staging
+        if state is not None:
+            self.staging.stage(state.to_stage())
+            state.mark_staged()
+            self.staging.save(state)
+            self.staging.collect(state)
+        fold = work.fold
+        if fold.empty:
+            return
+        if fold.base is not None:
+            assert state is not None
+            members = self.staging.union(state, fold.base)
+            members -= fold.remove
+            members |= fold.add
+            result = self.segs.replace_from(work.segment, members, source=work.source, position=work.position)
+            kind = f"replace batch {fold.base}"
+        else:
+            try:
+                result = self.segs.apply(
+                    work.segment,
+                    add=fold.add if fold.add else None,
+                    remove=fold.remove if fold.remove else None,
+                    source=work.source,
+                    position=work.position,
+                    create=bool(fold.add),
+                )
+            except SegmentNotFound:
+                log.debug("segment %r does not exist: removing from it changes nothing", work.segment)
+                return
+            kind = "delta"
+        if result.applied:
+            stats.writes += 1
+            self.metrics.writes.inc()
+            info = result.meta
+            log.debug(
+                "applied segment=%s source=%s position=%d version=%d cardinality=%d kind=%s",
+                work.segment, work.source, work.position, info.version, info.cardinality, kind,
+            )
+        if state is not None and state.finish_applied({work.source: work.position}):
+            self.staging.save(state)
+            self.staging.collect(state)
+
+    # -- dead letters -----------------------------------------------------
+
+    def _dead_letter(self, rejected: Sequence[Rejected], delivered: set[tuple[str, int, int]]) -> int:
+        """Produce the rejects to the dead-letter topic and wait; raise ``DeadLetterError`` if any failed.
+
+        A reject the topic refuses as too large is sent again without its
+        value (the headers still say where the original is).
+        """
+        pending = [r for r in rejected if _ident(r) not in delivered]
+        sent = 0
+        without_value: set[tuple[str, int, int]] = set()
+        while pending:
+            results: dict[tuple[str, int, int], KafkaError | None] = {}
+            for reject in pending:
+                self._produce_dead_letter(reject, _ident(reject) in without_value, results)
+            self.dlq.flush(30)
+            retry: list[Rejected] = []
+            failed: list[str] = []
+            for reject in pending:
+                ident = _ident(reject)
+                error = results.get(ident, KafkaError(KafkaError._MSG_TIMED_OUT))
+                if error is None:
+                    delivered.add(ident)
+                    sent += 1
+                    self.metrics.dead_letters.labels(reject.reason).inc()
+                    log.warning("dead letter %s/%d@%d: %s: %s", *ident, reject.reason, reject.message)
+                elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE and ident not in without_value:
+                    without_value.add(ident)
+                    retry.append(reject)
+                else:
+                    failed.append(f"{ident[0]}/{ident[1]}@{ident[2]}: {error}")
+            if failed:
+                raise DeadLetterError(
+                    f"{len(failed)} messages could not be delivered to {self.settings.dlq_topic}: {failed[0]}"
+                )
+            pending = retry
+        return sent
+
+    def _produce_dead_letter(
+        self, reject: Rejected, drop_value: bool, results: dict[tuple[str, int, int], KafkaError | None]
+    ) -> None:
+        rec = reject.record
+        ident = _ident(reject)
+        headers: list[tuple[str, str | bytes | None]] = list(rec.headers)
+        headers += [
+            ("error", f"{reject.reason}: {reject.message}".encode()),
+            ("error.reason", reject.reason.encode()),
+            ("source.topic", rec.topic.encode()),
+            ("source.partition", str(rec.partition).encode()),
+            ("source.offset", str(rec.offset).encode()),
+        ]
+        value = rec.value
+        if drop_value:
+            value = None
+            headers.append(("error.value_dropped", b"too large for the dead-letter topic; read it at source.offset"))
+
+        def on_delivery(error: KafkaError | None, _msg: Message) -> None:
+            results[ident] = error
+
+        while True:
+            try:
+                self.dlq.produce(self.settings.dlq_topic, key=rec.key, value=value, headers=headers,
+                                 on_delivery=on_delivery)
+                break
+            except BufferError:
+                self.dlq.poll(0.1)
+            except KafkaException as exc:
+                results[ident] = exc.args[0]
+                break
+        self.dlq.poll(0)
+
+    # -- housekeeping -----------------------------------------------------
+
+    def _account(self, stats: FlushStats) -> None:
+        if stats.replayed:
+            self.metrics.skipped.labels("replayed").inc(stats.replayed)
+        for reason, count in stats.skipped.items():
+            self.metrics.skipped.labels(reason).inc(count)
+        totals = self._totals
+        totals.messages += stats.messages
+        totals.writes += stats.writes
+        totals.dead_letters += stats.dead_letters
+        totals.replayed += stats.replayed
+
+    def _housekeeping(self) -> None:
+        now = self.clock()
+        if now - self._lag_at >= 5.0:
+            self._update_lag()
+        self._log_summary()
+
+    def _update_lag(self) -> None:
+        self._lag_at = self.clock()
+        unknown = [TopicPartition(t, p) for t, p in sorted(self._assigned) if (t, p) not in self._committed]
+        if unknown:
+            try:
+                for tp in self.consumer.committed(unknown, timeout=2.0):
+                    if tp.offset != OFFSET_INVALID and tp.offset >= 0:
+                        self._committed[(tp.topic, tp.partition)] = tp.offset
+            except KafkaException as exc:
+                log.debug("cannot read committed offsets: %s", exc)
+        for topic, partition in sorted(self._assigned):
+            try:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                continue
+            if high is None or high < 0:
+                continue
+            committed = self._committed.get((topic, partition), low if low is not None and low >= 0 else 0)
+            self.metrics.lag.labels(topic, str(partition)).set(max(0, high - committed))
+
+    def _log_summary(self, *, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._summary_at < 30.0:
+            return
+        self._summary_at = now
+        t = self._totals
+        log.info("so far: %d messages, %d segment writes, %d dead letters, %d replays skipped",
+                 t.messages, t.writes, t.dead_letters, t.replayed)
+
+
+def _raw_headers(headers: object) -> list[tuple[str, bytes | None]]:
+    """Message headers as ``(name, bytes or None)`` pairs."""
+    items = headers.items() if isinstance(headers, dict) else headers or []
+    out: list[tuple[str, bytes | None]] = []
+    for name, value in items:  # type: ignore[attr-defined]
+        out.append((str(name), value.encode() if isinstance(value, str) else value))
+    return out
+
+
+def _ident(reject: Rejected) -> tuple[str, int, int]:
+    return reject.record.topic, reject.record.partition, reject.record.offset
+
+
+def _show(parts: set[TopicPart]) -> str:
+    return ", ".join(f"{t}/{p}" for t, p in sorted(parts)) or "nothing"
+
+
+__all__ = ["DeadLetterError", "IngestConsumer", "consumer_config", "dead_letter_config"]

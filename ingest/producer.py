@@ -1,0 +1,192 @@
+"""``SegmentProducer``: what a Python batch job imports to publish segment updates.
+
+>>> with SegmentProducer("kafka:9092") as producer:              # doctest: +SKIP
+...     producer.add("premium", [1, 2, 3])
+...     producer.remove("premium", numpy_array_of_ids)
+...     producer.replace("active_30d", bitmap)                    # any size: split into parts
+
+Every call builds the messages of :mod:`ingest.codec` (JSON for a few IDs,
+a Roaring bitmap otherwise), splits them by shard range so each value stays
+under ``max_message_bytes``, keys them by segment name and, unless
+``wait=False``, waits until Kafka has acknowledged all of them
+(``DeliveryError`` otherwise). The producer is idempotent by default, so
+retries inside librdkafka never reorder one segment's updates.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from segments import bitmap as bm
+from segments.names import check_name
+
+from .codec import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC, Headers, Op, encode
+
+Encoding = Literal["auto", "json", "roaring"]
+
+
+class DeliveryError(Exception):
+    """Kafka did not acknowledge some messages; ``failures`` holds ``(segment, error text)``."""
+
+    def __init__(self, failures: list[tuple[str, str]]) -> None:
+        self.failures = failures
+        first = failures[0] if failures else ("?", "?")
+        super().__init__(f"{len(failures)} messages were not delivered (first: segment {first[0]!r}: {first[1]})")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one call published."""
+
+    op: str
+    segment: str
+    messages: int
+    ids: int
+    batch: str | None = None
+
+
+def new_batch_id() -> str:
+    """A unique replace batch id: UTC time plus randomness, e.g. ``20240602T101500Z-9f1c2a3b``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+class SegmentProducer:
+    """Publishes ``add`` / ``remove`` / ``replace`` updates of segments to Kafka."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic: str = DEFAULT_TOPIC,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        encoding: Encoding = "auto",
+        config: Mapping[str, str | int | float | bool] | None = None,
+        delivery_timeout: float = 120.0,
+    ) -> None:
+        if max_message_bytes < 16 * 1024:
+            raise ValueError("max_message_bytes must be at least 16384")
+        self.topic = topic
+        self.max_message_bytes = max_message_bytes
+        self.encoding: Encoding = encoding
+        self.delivery_timeout = delivery_timeout
+        settings: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": bootstrap_servers,
+            "client.id": "segments-producer",
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "message.max.bytes": max(1_000_000, max_message_bytes + 64 * 1024),
+            "message.timeout.ms": int(delivery_timeout * 1000),
+        }
+        settings.update(config or {})
+        self._producer = Producer(settings)
+        self._failures: list[tuple[str, str]] = []
+        self._in_flight = 0
+
+    # -- operations -------------------------------------------------------
+
+    def add(self, segment: str, ids: object, *, wait: bool = True) -> Sent:
+        """Add IDs to a segment (created if missing)."""
+        return self.send("add", segment, ids, wait=wait)
+
+    def remove(self, segment: str, ids: object, *, wait: bool = True) -> Sent:
+        """Remove IDs from a segment (a missing segment stays missing)."""
+        return self.send("remove", segment, ids, wait=wait)
+
+    def replace(self, segment: str, ids: object, *, batch: str | None = None, wait: bool = True) -> Sent:
+        """Replace a segment's members, atomically for readers however many parts it takes.
+
+        Resending with the same ``batch`` id after a ``DeliveryError`` is
+        safe: the consumer ignores parts it already has.
+        """
+        return self.send("replace", segment, ids, batch=batch or new_batch_id(), wait=wait)
+
+    def send(
+        self,
+        op: Op,
+        segment: str,
+        ids: object,
+        *,
+        batch: str | None = None,
+        wait: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> Sent:
+        """Publish one operation; ``progress(n)`` is called with the IDs of each delivered message."""
+        check_name(segment)
+        bitmap = bm.to_bitmap(ids)
+        messages = encode(op, segment, bitmap, batch=batch, encoding=self.encoding, max_bytes=self.max_message_bytes)
+        for message in messages:
+            self._produce(segment, message.key, message.value, message.headers, message.count, progress)
+        sent = Sent(op, segment, len(messages), len(bitmap), batch)
+        if wait:
+            self.flush()
+        return sent
+
+    def _produce(
+        self,
+        segment: str,
+        key: bytes,
+        value: bytes,
+        headers: Headers,
+        count: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            self._in_flight -= 1
+            if error is not None:
+                self._failures.append((segment, str(error)))
+            elif progress is not None:
+                progress(count)
+
+        while True:
+            try:
+                self._producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
+                self._in_flight += 1
+                break
+            except BufferError:
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                self._failures.append((segment, str(exc.args[0])))
+                break
+        self._producer.poll(0)
+
+    # -- delivery ---------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message so far is acknowledged; raise ``DeliveryError`` for those that failed."""
+        left = self._producer.flush(self.delivery_timeout if timeout is None else timeout)
+        failures, self._failures = self._failures, []
+        if left:
+            failures.append(("?", f"{left} messages still waiting for delivery after the timeout"))
+        if failures:
+            raise DeliveryError(failures)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages produced and not yet acknowledged (or failed)."""
+        return self._in_flight
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> SegmentProducer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._producer.flush(5)
+
+
+__all__ = ["DeliveryError", "Encoding", "SegmentProducer", "Sent", "new_batch_id"]

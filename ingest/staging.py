@@ -1,0 +1,348 @@
+"""Replace in parts: staging the parts of a ``replace`` batch until all have arrived.
+
+A full replacement of a large segment arrives as parts ``0..n-1`` of one
+batch, possibly spread over many consumer batches, hours, restarts and
+duplicates. Parts that cannot be applied yet are kept in the store (it is a
+key-value store anyway), so a crash between two parts loses nothing:
+
+* set ``ingest_staging``, key ``<segment>/<batch>/<part>``: bins ``bm`` (portable
+  roaring bytes of the part) and ``parts``;
+* set ``ingest_staging_meta``, key ``<segment>``: bin ``state``, JSON of
+  :class:`SegmentStaging` (open batches, recently finished batch ids, the
+  newest applied batch).
+
+Rules (all in offset order of the segment's partition):
+
+* A batch *starts* at the offset of the first of its parts to arrive, and
+  *completes* at the offset of the message that brings the last missing part.
+  It takes effect at that offset: ``add``/``remove`` messages before it are
+  superseded, those after it apply on top.
+* **Newer means started later.** When a batch completes, every open batch of
+  the segment that started earlier is discarded (it is older); a batch that
+  completes after a batch that started later has already been applied is
+  discarded too. So an old batch finishing late never overwrites a new one.
+* A part that arrives again (a producer retry, a replay) is applied once: it
+  is ignored when the part is already staged, or when its batch is finished
+  (the last :data:`DONE_KEPT` finished batch ids of each segment are kept).
+* ``parts`` must agree across the parts of one batch (else ``bad_part``).
+
+Crash safety: the pure state machine below decides; the consumer writes the
+new parts, then the state (with ``complete_at`` on a completing batch), then
+the segment (``replace_from`` with the completing position as watermark),
+then the finished state, then deletes the staged parts. A batch whose
+``complete_at`` is at or below the segment's watermark was applied and is
+finished whenever the state is next loaded (:meth:`SegmentStaging.finish_applied`);
+one above it is completed again when its completing message is redelivered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from pyroaring import BitMap, FrozenBitMap
+
+from segments import Segments
+from segments import bitmap as bm
+from segments.errors import Conflict, CorruptSegment
+from segments.storage.base import Record
+
+from .codec import Update
+
+#: How many finished batch ids each segment remembers, to ignore late duplicates.
+DONE_KEPT: Final[int] = 256
+PARTS_SET: Final[str] = "ingest_staging"
+META_SET: Final[str] = "ingest_staging_meta"
+
+
+def part_key(segment: str, batch: str, part: int) -> str:
+    return f"{segment}/{batch}/{part}"
+
+
+@dataclass
+class OpenBatch:
+    """A replace batch that has started and is not finished."""
+
+    parts: int
+    source: str
+    start: int
+    staged: set[int] = field(default_factory=set)
+    #: offset of the completing message once the batch is being applied
+    complete_at: int | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "parts": self.parts,
+            "source": self.source,
+            "start": self.start,
+            "staged": sorted(self.staged),
+            "complete_at": self.complete_at,
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a part message did. ``kind`` is one of the class constants."""
+
+    STAGED = "staged"  # a new part; the batch is still incomplete
+    COMPLETED = "completed"  # this part completed the batch: the segment becomes its union here
+    DUPLICATE = "duplicate"  # the part was already there, or the batch is finished
+    STALE = "stale"  # the batch completed but a newer batch had already been applied
+    REJECTED = "rejected"  # inconsistent with earlier parts (reason in ``message``)
+
+    kind: str
+    batch: str
+    message: str = ""
+
+
+@dataclass
+class SegmentStaging:
+    """The replace batches of one segment: pure state, no I/O."""
+
+    segment: str
+    open: dict[str, OpenBatch] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+    #: (source, start offset) of the newest batch that was applied
+    newest: tuple[str, int] | None = None
+    #: store generation of the loaded record (0: not stored)
+    generation: int = 0
+    #: parts received in this consumer batch and not staged in the store: batch -> part -> ids
+    inflight: dict[str, dict[int, BitMap | FrozenBitMap]] = field(default_factory=dict)
+    #: staged part keys to delete once the state that no longer mentions them is stored
+    garbage: list[str] = field(default_factory=list)
+    #: batches completed by messages of this consumer batch (their parts are not staged)
+    completing: set[str] = field(default_factory=set)
+    #: the JSON last read or written, to skip writing an unchanged state
+    saved: str = ""
+
+    # -- persistence -------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "open": {b: ob.as_json() for b, ob in sorted(self.open.items())},
+                "done": self.done[-DONE_KEPT:],
+                "newest": list(self.newest) if self.newest else None,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_record(cls, segment: str, record: Record | None) -> SegmentStaging:
+        if record is None:
+            return cls(segment)
+        try:
+            raw = record.bins["state"]
+            doc = json.loads(raw if isinstance(raw, (str, bytes)) else "")
+            opened = {
+                str(b): OpenBatch(
+                    parts=int(v["parts"]),
+                    source=str(v["source"]),
+                    start=int(v["start"]),
+                    staged={int(p) for p in v["staged"]},
+                    complete_at=None if v.get("complete_at") is None else int(v["complete_at"]),
+                )
+                for b, v in doc["open"].items()
+            }
+            newest = doc.get("newest")
+            state = cls(
+                segment,
+                open=opened,
+                done=[str(b) for b in doc["done"]],
+                newest=(str(newest[0]), int(newest[1])) if newest else None,
+                generation=record.generation,
+            )
+            state.saved = state.to_json()
+            return state
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise CorruptSegment(f"staging state of segment {segment!r} is damaged: {exc}") from exc
+
+    @property
+    def empty(self) -> bool:
+        return not self.open and not self.done and self.newest is None
+
+    # -- transitions ------------------------------------------------------
+
+    def is_finished(self, batch: str, offset: int) -> bool:
+        if batch in self.done:
+            return True
+        ob = self.open.get(batch)
+        return ob is not None and ob.complete_at is not None and offset > ob.complete_at
+
+    def on_part(self, update: Update, source: str, offset: int) -> Outcome:
+        """Apply one part message (already known to be above the segment's watermark)."""
+        assert update.batch is not None and update.part is not None and update.parts is not None
+        batch = update.batch
+        if self.is_finished(batch, offset):
+            return Outcome(Outcome.DUPLICATE, batch, "the batch is already finished")
+        ob = self.open.get(batch)
+        if ob is None:
+            ob = self.open[batch] = OpenBatch(update.parts, source, offset)
+        elif ob.parts != update.parts:
+            return Outcome(
+                Outcome.REJECTED,
+                batch,
+                f"batch {batch!r} of segment {self.segment!r} has {ob.parts} parts, "
+                f"but this part says parts={update.parts}",
+            )
+        flying = self.inflight.setdefault(batch, {})
+        if update.part in ob.staged or update.part in flying:
+            return Outcome(Outcome.DUPLICATE, batch, f"part {update.part} is already there")
+        flying[update.part] = update.ids
+        if len(ob.staged) + len(flying) < ob.parts:
+            return Outcome(Outcome.STAGED, batch)
+        # Complete: it takes effect here unless a newer batch was applied already.
+        if self.newest is not None and self.newest[0] == ob.source and self.newest[1] > ob.start:
+            self._discard(batch)
+            return Outcome(Outcome.STALE, batch, "a batch that started later was applied already")
+        ob.complete_at = offset
+        self.completing.add(batch)
+        self.newest = (ob.source, ob.start)
+        for other in [b for b, o in self.open.items() if b != batch and o.source == ob.source and o.start < ob.start]:
+            self._discard(other)
+        return Outcome(Outcome.COMPLETED, batch)
+
+    def _discard(self, batch: str) -> None:
+        ob = self.open.pop(batch)
+        self.garbage.extend(part_key(self.segment, batch, p) for p in sorted(ob.staged))
+        self.inflight.pop(batch, None)
+        self.completing.discard(batch)
+        self._remember(batch)
+
+    def _remember(self, batch: str) -> None:
+        if batch not in self.done:
+            self.done.append(batch)
+            del self.done[:-DONE_KEPT]
+
+    def finish_applied(self, watermarks: Mapping[str, int]) -> list[str]:
+        """Finish the batches whose completion the segment has recorded (watermark >= complete_at).
+
+        ``watermarks`` maps source -> the segment's watermark. Returns the
+        finished batch ids; their staged parts go to :attr:`garbage`.
+        """
+        finished = []
+        for batch, ob in list(self.open.items()):
+            if ob.complete_at is not None and watermarks.get(ob.source, -1) >= ob.complete_at:
+                self.open.pop(batch)
+                self.garbage.extend(part_key(self.segment, batch, p) for p in sorted(ob.staged))
+                self.inflight.pop(batch, None)
+                self.completing.discard(batch)
+                self._remember(batch)
+                finished.append(batch)
+        return finished
+
+    def to_stage(self) -> list[tuple[str, BitMap | FrozenBitMap, int]]:
+        """Parts received now that must be stored because their batch stays open."""
+        out = []
+        for batch, flying in self.inflight.items():
+            ob = self.open.get(batch)
+            if ob is None or batch in self.completing:
+                continue
+            for part, ids in sorted(flying.items()):
+                out.append((part_key(self.segment, batch, part), ids, ob.parts))
+        return out
+
+    def mark_staged(self) -> None:
+        for batch, flying in list(self.inflight.items()):
+            ob = self.open.get(batch)
+            if ob is None or batch in self.completing:
+                continue
+            ob.staged.update(flying)
+            del self.inflight[batch]
+
+    def sources(self) -> set[str]:
+        return {ob.source for ob in self.open.values()}
+
+
+class StagingStore:
+    """Reads and writes staging records through the segments store."""
+
+    def __init__(self, segs: Segments) -> None:
+        self.segs = segs
+        self.store = segs.store
+        prefix = segs.sets.meta[: -len("segmeta")] if segs.sets.meta.endswith("segmeta") else ""
+        self.parts_set = prefix + PARTS_SET
+        self.meta_set = prefix + META_SET
+
+    def load(self, segments: Iterable[str]) -> dict[str, SegmentStaging]:
+        names = list(dict.fromkeys(segments))
+        if not names:
+            return {}
+        records = self.store.get_many(self.meta_set, names)
+        return {n: SegmentStaging.from_record(n, r) for n, r in zip(names, records)}
+
+    def save(self, state: SegmentStaging) -> None:
+        """Store the state (generation-checked: ``Conflict`` if someone else changed it)."""
+        text = state.to_json()
+        if text == state.saved or (state.empty and state.generation == 0):
+            return
+        gen = self.store.put(self.meta_set, state.segment, {"state": text}, generation=state.generation)
+        state.generation = gen
+        state.saved = text
+
+    def stage(self, items: list[tuple[str, BitMap | FrozenBitMap, int]]) -> None:
+        if items:
+            self.store.put_many(
+                self.parts_set, [(key, {"bm": bm.serialize(ids), "parts": parts}) for key, ids, parts in items]
+            )
+
+    def collect(self, state: SegmentStaging) -> None:
+        if state.garbage:
+            self.store.delete_many(self.parts_set, state.garbage)
+            state.garbage = []
+
+    def union(self, state: SegmentStaging, batch: str) -> BitMap:
+        """All parts of a completing batch: staged ones from the store plus in-flight ones."""
+        ob = state.open[batch]
+        flying = state.inflight.get(batch, {})
+        keys = [part_key(state.segment, batch, p) for p in sorted(ob.staged) if p not in flying]
+        pieces: list[BitMap | FrozenBitMap] = list(flying.values())
+        for key, record in zip(keys, self.store.get_many(self.parts_set, keys)):
+            if record is None:
+                raise CorruptSegment(f"staged part {key!r} of a replace batch is missing")
+            raw = record.bins.get("bm")
+            pieces.append(bm.deserialize(raw if isinstance(raw, bytes) else b"", untrusted=False))
+        if len(pieces) != ob.parts:
+            raise CorruptSegment(f"replace batch {batch!r} of {state.segment!r} has {len(pieces)} of {ob.parts} parts")
+        members = BitMap()
+        for piece in pieces:
+            members |= piece
+        return members
+
+    def sweep(self) -> int:
+        """Finish applied batches and delete parts of finished batches (after a crash). Best effort.
+
+        Returns the number of part records deleted.
+        """
+        deleted = 0
+        for segment, record in list(self.store.scan(self.meta_set)):
+            try:
+                state = SegmentStaging.from_record(segment, record)
+            except CorruptSegment:
+                continue
+            marks = {src: self.segs.watermarks([segment], src)[segment] for src in state.sources()}
+            if state.finish_applied(marks):
+                try:
+                    self.save(state)
+                except Conflict:
+                    continue
+                deleted += len(state.garbage)
+                self.collect(state)
+        done_by_segment: dict[str, set[str]] = {}
+        stale: list[str] = []
+        for key, _ in list(self.store.scan(self.parts_set)):
+            segment, _, rest = key.partition("/")
+            batch = rest.rpartition("/")[0]
+            if segment not in done_by_segment:
+                loaded = self.load([segment])[segment]
+                done_by_segment[segment] = set(loaded.done)
+            if batch in done_by_segment[segment]:
+                stale.append(key)
+        if stale:
+            self.store.delete_many(self.parts_set, stale)
+        return deleted + len(stale)
+
+
+__all__ = ["DONE_KEPT", "OpenBatch", "Outcome", "SegmentStaging", "StagingStore", "part_key"]
