@@ -362,6 +362,19 @@ def test_server_gone_gives_unavailable_and_the_same_store_recovers() -> None:
             store.close()
 
 
+def _freeze(pid: int) -> None:
+    """SIGSTOP, then wait until the kernel reports the process stopped (delivery is asynchronous)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    while True:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t") or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc to see a stopped process")
 def test_a_frozen_server_gives_timeouts_then_recovers() -> None:
     with private_aerospike_target() as target:
         server = target.require_server()
@@ -370,7 +383,7 @@ def test_a_frozen_server_gives_timeouts_then_recovers() -> None:
         store = AerospikeStore(aerospike_url(target, **_FAST))
         try:
             generation = store.put("segmeta", "seg", {"ver": 1})
-            os.kill(pid, signal.SIGSTOP)  # connections stay open, nothing answers
+            _freeze(pid)  # connections stay open, nothing answers
             try:
                 # first, on the pooled connection: the request goes out and its answer never comes
                 with pytest.raises(StorageTimeout) as timed_out:
