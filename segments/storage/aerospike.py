@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -104,7 +104,7 @@ class AerospikeSettings:
     batch_timeout_ms: int = 5000
     connect_timeout_s: float = 5.0
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     cluster_name: str | None = None
 
     @property
@@ -343,14 +343,15 @@ class AerospikeStore:
 
     def __init__(self, url: str) -> None:
         self.settings = parse_url(url)
-        self.url = self.settings.url()
+        #: the URL as given, so that ``open_store(store.url)`` opens the same store again
+        #: (``repr`` and every message mask the password)
+        self.url = url
         self.namespace = self.settings.namespace
         self._where = self.settings.where
         self._sets: dict[str, str] = {}
         self._lock = threading.Lock()
         self._closed = False
         s = self.settings
-        self._socket_ms = s.socket_timeout_ms
         self._read_policy = {
             "total_timeout": s.timeout_ms,
             "socket_timeout": s.socket_timeout_ms,
@@ -425,21 +426,25 @@ class AerospikeStore:
                     f"cannot connect to Aerospike at {self._where}: {exc.msg} (code {exc.code})"
                 ) from exc
             except aex.AerospikeError as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StorageUnavailable(
-                        f"cannot connect to Aerospike at {self._where} "
-                        f"(tried for {patience_s:g} s): {exc.msg} (code {exc.code})"
-                    ) from exc
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.5)
-                continue
-            try:
-                self._check_namespace(client)
-            except BaseException:
-                _close_quietly(client)
-                raise
-            return client
+                failure: BaseException = exc
+                reason = f"{exc.msg} (code {exc.code})"
+            else:
+                try:
+                    self._check_namespace(client)
+                    return client
+                except StorageUnavailable as exc:  # connected, but the node is not answering yet
+                    _close_quietly(client)
+                    failure, reason = exc, str(exc)
+                except BaseException:
+                    _close_quietly(client)
+                    raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StorageUnavailable(
+                    f"cannot connect to Aerospike at {self._where} (tried for {patience_s:g} s): {reason}"
+                ) from failure
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.5)
 
     def _check_namespace(self, client: Any) -> None:
         with _translated("namespaces info", self._where):
@@ -673,7 +678,7 @@ class AerospikeStore:
             _close_quietly(client)
 
     def __repr__(self) -> str:
-        return f"AerospikeStore({self.url!r})"
+        return f"AerospikeStore({self.settings.url()!r})"
 
 
 _: type[Store] = AerospikeStore

@@ -38,6 +38,7 @@ from tests.support.aerospike_fixture import (
     aerospike_url,
     parse_target,
     private_aerospike_target,
+    unique_prefix,
 )
 from tests.support.aerospike_server import AerospikeServerProcess
 
@@ -108,6 +109,7 @@ def test_url_parameters_and_masked_password() -> None:
     assert settings.socket_timeout_ms == 250  # never above the total timeout
     assert (settings.user, settings.password) == ("app", "s3cret")
     assert "s3cret" not in settings.url() and "password=***" in settings.url()
+    assert "s3cret" not in repr(settings)
     with pytest.raises(StorageError) as caught:
         parse_url("aerospike://h:3000/test?user=app&password=s3cret&bogus=1")
     assert "s3cret" not in str(caught.value)
@@ -142,10 +144,15 @@ def test_unknown_namespace_is_a_clear_storage_error(aerospike_target: AerospikeT
 
 
 def test_registry_opens_the_backend(aerospike_target: AerospikeTarget) -> None:
-    s = open_store(aerospike_url(aerospike_target, "reg_", timeout_ms=700))
+    prefix = unique_prefix("reg")
+    s = open_store(aerospike_url(aerospike_target, prefix, timeout_ms=700))
     try:
         assert isinstance(s, AerospikeStore)
-        assert s.url.startswith("aerospike://") and "timeout_ms=700" in s.url
+        assert s.url == aerospike_url(aerospike_target, prefix, timeout_ms=700)
+        again = open_store(s.url)  # the URL reopens the same store
+        again.put("x", "k", {"a": 1})
+        assert s.get_many("x", ["k"]) == [Record({"a": 1}, 1)]
+        again.close()
         s.ping()
     finally:
         s.close()

@@ -106,7 +106,7 @@ def unique_prefix(tag: str = "t") -> str:
     return f"{tag}{uuid.uuid4().hex[:10]}_"
 
 
-def aerospike_url(target: AerospikeTarget, prefix: str | None = None, **params: str | int | float) -> str:
+def aerospike_url(target: AerospikeTarget, prefix: str | None = None, /, **params: str | int | float) -> str:
     """The store URL for ``target`` with set prefix ``prefix`` (a fresh unique one when ``None``).
 
     Extra keyword arguments become URL parameters (``timeout_ms=300``, ``connect_timeout_s=1``...).
