@@ -649,10 +649,14 @@ class AerospikeStore:
             query = client.query(self.namespace, full)
             query.max_records = SCAN_PAGE
             query.paginate()
+        empty_pages = 0
         while True:
             with _translated(what, self._where):
                 page = query.results(self._scan_policy)
                 done = query.is_done()
+            empty_pages = 0 if page else empty_pages + 1
+            if empty_pages > 3 and not done:
+                raise StorageUnavailable(f"Aerospike {what} at {self._where} stopped making progress")
             for raw in page:
                 key = raw[0][2]
                 if not isinstance(key, str):
@@ -664,7 +668,7 @@ class AerospikeStore:
                     )
                     continue
                 yield key, self._record(raw, set_name, key)
-            if done or not page:
+            if done:
                 return
 
     def ping(self) -> None:

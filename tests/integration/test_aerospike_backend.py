@@ -309,6 +309,34 @@ def test_a_record_over_the_size_limit_is_reported_clearly(
     assert store.get_many("segshard", ["half"])[0].bins["bm"] == b"\x02" * (limit // 2)  # type: ignore[union-attr]
 
 
+def test_records_never_expire_and_keep_their_user_key(
+    store: AerospikeStore, aerospike_target: AerospikeTarget
+) -> None:
+    """What the backend leaves on the server, read back with the plain client."""
+    import aerospike
+
+    store.put("segmeta", "one", {"ver": 1})
+    store.put("segmeta", "two", {"ver": 1}, generation=0)
+    store.put_many("segshard", [("one/0/1", {"card": 1})])
+    store.put("segmeta", "two", {"ver": 2}, generation=1)
+    client = aerospike.client({"hosts": [(aerospike_target.host, aerospike_target.port)]})
+    try:
+        full = store.settings.prefix
+        keys = [
+            (aerospike_target.namespace, f"{full}segmeta", "one"),
+            (aerospike_target.namespace, f"{full}segmeta", "two"),
+            (aerospike_target.namespace, f"{full}segshard", "one/0/1"),
+        ]
+        rows = client.batch_read(keys).batch_records
+        never = 0xFFFFFFFF  # how the client shows "no expiry" (void time 0)
+        assert [row.record[1]["ttl"] for row in rows] == [never, never, never]
+        assert [row.record[1]["gen"] for row in rows] == [1, 2, 1]
+        scanned = client.query(aerospike_target.namespace, f"{full}segmeta").results()
+        assert sorted(record[0][2] for record in scanned) == ["one", "two"]  # user keys were sent
+    finally:
+        client.close()
+
+
 def test_errors_are_segments_errors_caused_by_the_client(store: AerospikeStore) -> None:
     store.put("s", "k", {"a": 1})
     with pytest.raises(Conflict) as caught:
