@@ -39,10 +39,13 @@ class Fold:
     base: str | None = None
     add: BitMap = field(default_factory=BitMap)
     remove: BitMap = field(default_factory=BitMap)
+    #: an ``add`` (even of no IDs) creates a missing segment; a ``remove`` alone does not
+    creates: bool = False
 
     def apply_add(self, ids: BitMap | FrozenBitMap) -> None:
         self.add |= ids
         self.remove -= ids
+        self.creates = True
 
     def apply_remove(self, ids: BitMap | FrozenBitMap) -> None:
         self.remove |= ids
@@ -52,11 +55,12 @@ class Fold:
         self.base = batch
         self.add = BitMap()
         self.remove = BitMap()
+        self.creates = True
 
     @property
     def empty(self) -> bool:
-        """Nothing to write (no replace, no IDs)."""
-        return self.base is None and not self.add and not self.remove
+        """Nothing to write (no replace, no add, no IDs to remove)."""
+        return self.base is None and not self.add and not self.remove and not self.creates
 
     def result(self, current: BitMap | FrozenBitMap, base: BitMap | FrozenBitMap | None = None) -> BitMap:
         """The members after the fold, from the current ones (or the replace batch's union)."""

@@ -168,17 +168,14 @@ def _read_lines(stream: IO[bytes], path: str, progress: Callable[[int], None] | 
 
 def _raise_bad_line(block: bytes, path: str, first_line: int) -> NoReturn:
     for number, line in enumerate(block.split(b"\n"), first_line + 1):
-        text = line.strip()
-        if not text:
-            continue
-        try:
-            bm.check_user_id(int(text))
-        except ValueError:
-            raise InputError(f"{path}, line {number}: {text[:60]!r} is not an integer user ID") from None
-        except InvalidUserId as exc:
-            raise InputError(f"{path}, line {number}: {exc}") from None
-        if len(text.split()) > 1:
-            raise InputError(f"{path}, line {number}: expected one ID per line, got {text[:60]!r}")
+        for token in line.split():
+            text = token.decode("utf-8", "replace")
+            try:
+                bm.check_user_id(int(token))
+            except ValueError:
+                raise InputError(f"{path}, line {number}: {text[:60]!r} is not an integer user ID") from None
+            except InvalidUserId as exc:
+                raise InputError(f"{path}, line {number}: {exc}") from None
     raise InputError(f"{path}: unreadable IDs after line {first_line}")
 
 

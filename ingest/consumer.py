@@ -46,13 +46,14 @@ from confluent_kafka import (
 )
 
 from segments import Segments
-from segments.errors import Conflict, SegmentNotFound, SegmentsError, StorageUnavailable
+from segments.errors import Conflict, SegmentsError, StorageUnavailable
 
-from .batcher import Batch, Consumed, Group, Rejected, SegmentWork, group, plan
-from .codec import Update, decode
+from .batcher import Batch, Consumed, Rejected, SegmentWork
+from .codec import decode
 from .metrics import IngestMetrics
 from .settings import IngestSettings
-from .staging import Outcome, StagingStore
+from .sink import Sink
+from .staging import Outcome
 
 log = logging.getLogger("ingest.consumer")
 
@@ -117,7 +118,7 @@ class IngestConsumer:
     ) -> None:
         self.settings = settings
         self.segs = segs
-        self.staging = StagingStore(segs)
+        self.sink = Sink(segs)
         self.metrics = metrics if metrics is not None else IngestMetrics()
         self.clock = clock
         self.consumer = Consumer(consumer_config(settings))
@@ -150,7 +151,7 @@ class IngestConsumer:
             self.settings.topic, self.settings.group, self.segs.store.url, self.settings.dlq_topic,
         )
         try:
-            swept = self.staging.sweep()
+            swept = self.sink.staging.sweep()
             if swept:
                 log.info("removed %d staged parts of finished replace batches", swept)
         except SegmentsError as exc:
@@ -319,42 +320,17 @@ class IngestConsumer:
 
     def _apply(self, records: Sequence[Consumed], delivered: set[tuple[str, int, int]], *, first: bool) -> FlushStats:
         stats = FlushStats(messages=len(records))
-        groups, rejected = group(records)
-        marks = self._watermarks(groups)
-        with_parts = {
-            g.segment
-            for g in groups
-            for r in g.records
-            if r.offset > marks[(g.segment, g.source)] and isinstance(r.decoded, Update) and r.decoded.op == "replace"
-        }
-        states = self.staging.load(with_parts)
-        for name, state in states.items():
-            sources = state.sources()
-            known = {src: marks[(name, src)] for src in sources if (name, src) in marks}
-            for src in sources - known.keys():
-                known[src] = self.segs.watermarks([name], src)[name]
-            state.finish_applied(known)
-        work_plan = plan(groups, marks, states)
+        work_plan = self.sink.prepare(records)
         if first:
             stats.replayed = work_plan.replayed
-        stats.dead_letters += self._dead_letter(rejected + work_plan.rejected, delivered)
+        stats.dead_letters += self._dead_letter(work_plan.rejected, delivered)
         for work in work_plan.work:
             self._write(work, delivered, stats)
         return stats
 
-    def _watermarks(self, groups: Sequence[Group]) -> dict[tuple[str, str], int]:
-        by_source: dict[str, list[str]] = {}
-        for g in groups:
-            by_source.setdefault(g.source, []).append(g.segment)
-        marks: dict[tuple[str, str], int] = {}
-        for source, names in by_source.items():
-            for name, mark in self.segs.watermarks(names, source).items():
-                marks[(name, source)] = mark
-        return marks
-
     def _write(self, work: SegmentWork, delivered: set[tuple[str, int, int]], stats: FlushStats) -> None:
         try:
-            self._write_segment(work, stats)
+            written = self.sink.write(work)
         except _TRANSIENT:
             raise
         except Exception as exc:  # noqa: BLE001 - one segment's failure must not stop the others
@@ -366,6 +342,9 @@ class IngestConsumer:
             rejects = [Rejected(r, reason, f"applying to segment {work.segment!r} failed: {exc}") for r in work.records]
             stats.dead_letters += self._dead_letter(rejects, delivered)
             return
+        if written.applied:
+            stats.writes += 1
+            self.metrics.writes.inc()
         for op, count in work.applied.items():
             self.metrics.messages.labels(op).inc(count)
             self.metrics.ids.labels(op).inc(work.ids.get(op, 0))
@@ -374,49 +353,6 @@ class IngestConsumer:
                 stats.skipped["duplicate_part"] = stats.skipped.get("duplicate_part", 0) + count
             elif kind == Outcome.STALE:
                 stats.skipped["stale_batch"] = stats.skipped.get("stale_batch", 0) + count
-
-    def _write_segment(self, work: SegmentWork, stats: FlushStats) -> None:
-        state = work.staging
-        if state is not None:
-            self.staging.stage(state.to_stage())
-            state.mark_staged()
-            self.staging.save(state)
-            self.staging.collect(state)
-        fold = work.fold
-        if fold.empty:
-            return
-        if fold.base is not None:
-            assert state is not None
-            members = self.staging.union(state, fold.base)
-            members -= fold.remove
-            members |= fold.add
-            result = self.segs.replace_from(work.segment, members, source=work.source, position=work.position)
-            kind = f"replace batch {fold.base}"
-        else:
-            try:
-                result = self.segs.apply(
-                    work.segment,
-                    add=fold.add if fold.add else None,
-                    remove=fold.remove if fold.remove else None,
-                    source=work.source,
-                    position=work.position,
-                    create=bool(fold.add),
-                )
-            except SegmentNotFound:
-                log.debug("segment %r does not exist: removing from it changes nothing", work.segment)
-                return
-            kind = "delta"
-        if result.applied:
-            stats.writes += 1
-            self.metrics.writes.inc()
-            info = result.meta
-            log.debug(
-                "applied segment=%s source=%s position=%d version=%d cardinality=%d kind=%s",
-                work.segment, work.source, work.position, info.version, info.cardinality, kind,
-            )
-        if state is not None and state.finish_applied({work.source: work.position}):
-            self.staging.save(state)
-            self.staging.collect(state)
 
     # -- dead letters -----------------------------------------------------
 
