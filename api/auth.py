@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -86,10 +86,10 @@ def find_key(keys: list[ApiKey], presented: str) -> ApiKey | None:
 _bearer = HTTPBearer(auto_error=False, description="An API key from SEGMENTS_API_KEYS")
 
 
-def require(scope: str) -> Callable[..., None]:
+def require(scope: str) -> Callable[..., Awaitable[None]]:
     """A dependency that admits requests whose bearer key has ``scope`` (or any request, if auth is off)."""
 
-    def check(
+    async def check(  # async: cheap, and a sync dependency would cost a thread hop
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:

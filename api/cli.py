@@ -31,6 +31,8 @@ _FLAGS: dict[str, str] = {
     "cache_bytes": "--cache-bytes",
     "log_level": "--log-level",
     "store": "--store",
+    "warm": "--warm",
+    "lookup_staleness": "--lookup-staleness",
     "api_keys": "(no flag)",
     "catalog_ttl": "(no flag)",
 }
@@ -67,6 +69,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--universe", help="universe segment for '~' (env SEGMENTS_UNIVERSE; default all)")
     parser.add_argument(
         "--cache-bytes", type=int, help="bitmap cache per process (env SEGMENTS_CACHE_BYTES; default 4 GiB)"
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        default=None,
+        help="load every segment into the cache before serving (env SEGMENTS_WARM)",
+    )
+    parser.add_argument(
+        "--lookup-staleness",
+        type=float,
+        help="seconds GET /v1/users/{id}/segments may reuse segment metadata "
+        "(env SEGMENTS_LOOKUP_STALENESS; default 0: always current)",
     )
     parser.add_argument(
         "--log-level",

@@ -6,6 +6,7 @@ import threading
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 import segments
 from segments import Segments
@@ -24,6 +25,11 @@ class Connection:
         self._lock = threading.Lock()
         self._closed = False
 
+    def start(self) -> None:
+        """Allow opening (again): the lifespan calls this on every startup."""
+        with self._lock:
+            self._closed = False
+
     def open(self) -> Segments:
         segs = self._segments
         if segs is not None:
@@ -37,6 +43,7 @@ class Connection:
                     universe=self.settings.universe,
                     cache_bytes=self.settings.cache_bytes,
                     catalog_ttl=self.settings.catalog_ttl,
+                    lookup_staleness=self.settings.lookup_staleness,
                 )
             return self._segments
 
@@ -52,18 +59,25 @@ class Connection:
             segs.close()
 
 
-def get_segments(request: Request) -> Segments:
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in its
+# threadpool, and a thread hop per dependency would cost more than the bitmap work of a query.
+
+
+async def get_segments(request: Request) -> Segments:
     """The one ``Segments`` of this process, shared by every request (it is thread-safe)."""
     connection: Connection = request.app.state.connection
-    return connection.open()
+    segs = connection.current
+    if segs is not None:
+        return segs
+    return await run_in_threadpool(connection.open)  # reconnecting may block: not on the event loop
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 

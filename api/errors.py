@@ -173,11 +173,27 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code
-    if exc.status_code == 404 and message == "Not Found":
+    if exc.status_code == 400 and "parsing the body" in message:
+        code, message = "invalid_json", "the request body is not valid JSON"
+    elif exc.status_code == 404 and message == "Not Found":
         message = f"no such route: {request.method} {request.url.path}"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts on this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    path = request.url.path
+    for pattern, route_methods in getattr(request.app.state, "route_methods", ()):
+        if pattern.match(path):
+            methods.update(route_methods)
+    return sorted(methods)
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> str:

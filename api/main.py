@@ -20,6 +20,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
 import segments
@@ -55,8 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        connection.start()
         try:
-            connection.open()
+            segs = connection.open()
+            if settings.warm:
+                count = await run_in_threadpool(segs.warm)
+                log.info("cached %d segments", count)
         except StorageUnavailable as exc:
             log.warning("store %s is unavailable at startup (%s); will retry on use", settings.store, exc)
         try:
@@ -81,10 +87,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(segment_routes.router)
-    app.include_router(queries.router)
-    app.include_router(health.router)
-    app.include_router(page.router)
+    routers = [segment_routes.router, queries.router, health.router, page.router]
+    for router in routers:
+        app.include_router(router)
+    # path pattern -> methods, so a 405 can name every allowed method (see api.errors)
+    app.state.route_methods = [
+        (route.path_regex, frozenset(route.methods))
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    ]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _tidy_openapi(app)
     return app

@@ -9,6 +9,9 @@
 | ``SEGMENTS_MAX_BODY_BYTES`` | 64 MiB | largest request body accepted (413 above) |
 | ``SEGMENTS_UNIVERSE`` | ``all`` | the segment ``~x`` is taken relative to |
 | ``SEGMENTS_CACHE_BYTES`` | 4 GiB | memory for hot segment bitmaps, per process |
+| ``SEGMENTS_CATALOG_TTL`` | ``1.0`` | seconds the list of segment names may be reused |
+| ``SEGMENTS_LOOKUP_STALENESS`` | ``0`` | seconds ``/v1/users/{id}/segments`` may reuse metadata (0: always current) |
+| ``SEGMENTS_WARM`` | off | load every segment into the cache before reporting ready |
 | ``SEGMENTS_DEMO`` / ``SEGMENTS_DEMO_USERS`` / ``SEGMENTS_DEMO_SEED`` | off / 10M / fixed | demo data on an empty store |
 | ``SEGMENTS_LOG_LEVEL`` | ``info`` | uvicorn log level |
 """
@@ -47,6 +50,10 @@ class Settings(BaseSettings):
     universe: str = "all"
     cache_bytes: int = Field(default=4 << 30, ge=0)
     catalog_ttl: float = Field(default=1.0, ge=0)
+    lookup_staleness: float = Field(
+        default=0.0, ge=0, description="seconds GET /v1/users/{id}/segments may reuse segment metadata"
+    )
+    warm: bool = Field(default=False, description="load every segment into the cache before serving")
     demo: bool = False
     demo_users: int = Field(default=DEFAULT_USERS, ge=1, le=1 << 32)
     demo_seed: int = Field(default=DEFAULT_SEED, ge=0)
