@@ -168,14 +168,25 @@ def _decode_json(value: bytes | None) -> Update:
     raw_ids = doc["ids"]
     if not isinstance(raw_ids, list):
         raise _Reject("bad_json", f"'ids' is a JSON {type(raw_ids).__name__}, expected a list of integers")
-    try:
-        ids = bm.from_ids(raw_ids)
-    except InvalidUserId as exc:
-        raise _Reject("invalid_user_id", str(exc)) from exc
+    ids = _json_ids(raw_ids)
     if op != "replace":
         return Update(op, segment, ids)
     batch, part, parts = _part_fields(doc.get("batch"), doc.get("part"), doc.get("parts"), "field")
     return Update(op, segment, ids, batch, part, parts)
+
+
+def _json_ids(values: list[object]) -> BitMap:
+    """IDs of a JSON list; short lists skip numpy (most deltas are a handful of IDs)."""
+    if len(values) <= 256:
+        for v in values:
+            if type(v) is not int or not 0 <= v <= bm.MAX_USER_ID:
+                break
+        else:
+            return BitMap(values)  # type: ignore[arg-type]
+    try:
+        return bm.from_ids(values)
+    except InvalidUserId as exc:
+        raise _Reject("invalid_user_id", str(exc)) from exc
 
 
 def _decode_binary(value: bytes | None, head: dict[str, str]) -> Update:

@@ -46,19 +46,18 @@ from confluent_kafka import (
 )
 
 from segments import Segments
-from segments.errors import Conflict, SegmentsError, StorageUnavailable
+from segments.errors import SegmentsError
 
 from .batcher import Batch, Consumed, Rejected, SegmentWork
 from .codec import decode
 from .metrics import IngestMetrics
 from .settings import IngestSettings
-from .sink import Sink
+from .sink import TRANSIENT, Sink
 from .staging import Outcome
 
 log = logging.getLogger("ingest.consumer")
 
 TopicPart = tuple[str, int]
-_TRANSIENT = (StorageUnavailable, Conflict)
 
 
 class DeadLetterError(Exception):
@@ -180,14 +179,15 @@ class IngestConsumer:
             if self.batch.full:
                 return
         now = self.clock()
-        timeout = 1.0
+        timeout = min(1.0, self.batch.max_wait)
         if self.batch.started is not None:
             timeout = max(0.0, min(timeout, self.batch.started + self.batch.max_wait - now))
         room = max(1, min(10_000, self.batch.max_messages - len(self.batch.records)))
+        # a batch's age counts from the moment we started waiting for its first message
         for message in self.consumer.consume(num_messages=room, timeout=timeout):
             consumed = self._record(message)
             if consumed is not None:
-                self.batch.add(consumed, self.clock())
+                self.batch.add(consumed, now)
 
     def _record(self, message: Message) -> Consumed | None:
         error = message.error()
@@ -235,7 +235,7 @@ class IngestConsumer:
             while self.batch.records:
                 try:
                     stats = self._apply(self.batch.records, delivered, first=attempt == 0)
-                except (*_TRANSIENT, DeadLetterError) as exc:
+                except (*TRANSIENT, DeadLetterError) as exc:
                     kind = exc.code if isinstance(exc, SegmentsError) else "dead_letter_delivery"
                     self.metrics.store_errors.labels(kind).inc()
                     self.metrics.store_up.set(0)
@@ -331,7 +331,7 @@ class IngestConsumer:
     def _write(self, work: SegmentWork, delivered: set[tuple[str, int, int]], stats: FlushStats) -> None:
         try:
             written = self.sink.write(work)
-        except _TRANSIENT:
+        except TRANSIENT:
             raise
         except Exception as exc:  # noqa: BLE001 - one segment's failure must not stop the others
             reason = exc.code if isinstance(exc, SegmentsError) else "apply_failed"

@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from segments import Segments
-from segments.errors import SegmentNotFound
+from segments.errors import Conflict, SegmentNotFound, SegmentsError, StorageUnavailable
 
-from .batcher import Consumed, Group, Plan, SegmentWork, group, plan
+from .batcher import Consumed, Group, Plan, Rejected, SegmentWork, group, plan
 from .codec import Update
-from .staging import StagingStore
+from .staging import SegmentStaging, StagingStore
+
+#: Errors that say "try again later": the batch is retried, nothing is rejected.
+TRANSIENT = (StorageUnavailable, Conflict)
 
 log = logging.getLogger("ingest.sink")
 
@@ -42,24 +45,59 @@ class Sink:
         self.staging = StagingStore(segs)
 
     def prepare(self, records: Sequence[Consumed]) -> Plan:
-        """Group, read watermarks and staging states, and plan (rejects included)."""
+        """Group, read watermarks and staging states, and plan (rejects included).
+
+        A segment whose stored state cannot be read (``CorruptSegment``...) has
+        its messages rejected with the error's code; transient store errors
+        (``StorageUnavailable``, ``Conflict``) propagate.
+        """
         groups, rejected = group(records)
-        marks = self.watermarks(groups)
+        broken: dict[str, SegmentsError] = {}
+        try:
+            marks = self.watermarks(groups)
+        except TRANSIENT:
+            raise
+        except SegmentsError:
+            marks = {}
+            for g in groups:
+                try:
+                    marks.update(self.watermarks([g]))
+                except TRANSIENT:
+                    raise
+                except SegmentsError as exc:
+                    broken[g.segment] = exc
         with_parts = {
             g.segment
             for g in groups
+            if g.segment not in broken
             for r in g.records
             if r.offset > marks[(g.segment, g.source)] and isinstance(r.decoded, Update) and r.decoded.op == "replace"
         }
-        states = self.staging.load(with_parts)
-        for name, state in states.items():
-            sources = state.sources()
-            known = {src: marks[(name, src)] for src in sources if (name, src) in marks}
-            for src in sources - known.keys():
-                known[src] = self.segs.watermarks([name], src)[name]
-            state.finish_applied(known)
+        states: dict[str, SegmentStaging] = {}
+        for name in sorted(with_parts):
+            try:
+                state = self.staging.load([name])[name]
+                sources = state.sources()
+                known = {src: marks[(name, src)] for src in sources if (name, src) in marks}
+                for src in sources - known.keys():
+                    known[src] = self.segs.watermarks([name], src)[name]
+                state.finish_applied(known)
+                states[name] = state
+            except TRANSIENT:
+                raise
+            except SegmentsError as exc:
+                broken[name] = exc
+        if broken:
+            for g in groups:
+                if g.segment in broken:
+                    error = broken[g.segment]
+                    message = f"the stored state of segment {g.segment!r} cannot be read: {error}"
+                    rejected.extend(Rejected(r, error.code, message) for r in g.records)
+            groups = [g for g in groups if g.segment not in broken]
+            for name, error in broken.items():
+                log.error("segment %r: %s", name, error)
         result = plan(groups, marks, states)
-        result.rejected[:0] = rejected
+        result.rejected[:0] = sorted(rejected, key=lambda r: (r.record.topic, r.record.partition, r.record.offset))
         return result
 
     def watermarks(self, groups: Sequence[Group]) -> dict[tuple[str, str], int]:
@@ -115,4 +153,4 @@ class Sink:
         return Written(work.segment, result.applied, meta.version, meta.cardinality)
 
 
-__all__ = ["Sink", "Written"]
+__all__ = ["TRANSIENT", "Sink", "Written"]

@@ -273,10 +273,10 @@ class SetModel:
             return
         name, ids = update.segment, set(update.ids)
         if update.op == "add":
-            self.members[name] = self.members.get(name, set()) | ids
+            self.members.setdefault(name, set()).update(ids)
         elif update.op == "remove":
             if name in self.members:
-                self.members[name] -= ids
+                self.members[name].difference_update(ids)
         else:
             assert update.batch is not None and update.part is not None and update.parts is not None
             opened, done = self.open.setdefault(name, {}), self.done.setdefault(name, set())

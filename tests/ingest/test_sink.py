@@ -87,7 +87,7 @@ class Model:
     def apply(self, offset: int, update: Update) -> None:
         name, ids = update.segment, set(update.ids)
         if update.op == "add":
-            self.members[name] = self.members.get(name, set()) | ids
+            self.members.setdefault(name, set()).update(ids)
         elif update.op == "remove":
             if name in self.members:
                 self.members[name] -= ids
@@ -214,3 +214,38 @@ def test_versions_move_once_per_applied_write() -> None:
     segs = segments.Segments(store)
     assert segs.info("s").version == 2 and set(segs.evaluate("s")) == {2, 5}
     assert segs.watermarks(["s"], "t/0") == {"s": 2}
+
+
+def test_a_segment_whose_stored_state_is_damaged_is_rejected_alone() -> None:
+    store = MemoryStore()
+    segs = segments.Segments(store)
+    segs.add("good", [1])
+    segs.add("bad", [1])
+    store.put(segs.sets.meta, "bad", {"card": "x"})  # damaged meta record
+    log = consumed(
+        [(m.key, m.value, m.headers) for m in encode("add", "bad", BitMap([2]))]
+        + [(m.key, m.value, m.headers) for m in encode("add", "good", BitMap([2]))]
+    )
+    sink = Sink(segs)
+    p = sink.prepare(log)
+    assert [(r.record.offset, r.reason) for r in p.rejected] == [(0, "corrupt_data")]
+    assert "cannot be read" in p.rejected[0].message
+    for work in p.work:
+        sink.write(work)
+    assert set(segs.evaluate("good")) == {1, 2}
+
+
+def test_damaged_staging_state_rejects_only_that_segment() -> None:
+    store = MemoryStore()
+    segs = segments.Segments(store)
+    sink = Sink(segs)
+    store.put(sink.staging.meta_set, "bad", {"state": "{"})
+    log = consumed(
+        [(m.key, m.value, m.headers) for m in encode("replace", "bad", BitMap([2]), batch="b")]
+        + [(m.key, m.value, m.headers) for m in encode("replace", "good", BitMap([3]), batch="b")]
+    )
+    p = sink.prepare(log)
+    assert [(r.record.offset, r.reason) for r in p.rejected] == [(0, "corrupt_data")]
+    for work in p.work:
+        sink.write(work)
+    assert segs.names() == ["good"] and set(segs.evaluate("good")) == {3}

@@ -166,11 +166,11 @@ def replay_group(process: IngestProcess) -> str:
     return str(args[args.index("--group") + 1])
 
 
-def _ends(broker: KafkaBroker, topic: str, partitions: int) -> dict[int, int]:
+def _ends(kafka: KafkaBroker, topic: str, partitions: int) -> dict[int, int]:
     """End offsets from a fetch (tansu's ListOffsets answer is unreliable for multi-record batches)."""
     from tests.ingest.harness import read_topic
 
-    consumer_messages = read_topic(broker, topic, count=10**9, timeout=3.0)
+    consumer_messages = read_topic(kafka, topic, count=10**9, timeout=3.0)
     ends: dict[int, int] = {}
     for message in consumer_messages:
         partition, offset = message.partition(), message.offset()
