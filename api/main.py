@@ -34,6 +34,7 @@ from .metrics import Metrics, MetricsMiddleware
 from .routes import health, page, queries
 from .routes import segments as segment_routes
 from .routes.page import STATIC
+from .schemas import EXPRESSION_TREE_SCHEMA
 from .settings import Settings, get_settings
 
 log = logging.getLogger("api")
@@ -92,18 +93,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # path pattern -> methods, so a 405 can name every allowed method (see api.errors)
     app.state.route_methods = [
-        (route.path_regex, frozenset(route.methods))
+        (route.path_regex, frozenset(route.methods or ()))
         for router in routers
         for route in router.routes
         if isinstance(route, APIRoute)
     ]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _tidy_openapi(app)
+    _tidy_openapi(app, secured=bool(settings.keys))
     return app
 
 
-def _tidy_openapi(app: FastAPI) -> None:
-    """Validation errors answer 400 in the common error shape: drop FastAPI's default 422 entries."""
+def _tidy_openapi(app: FastAPI, *, secured: bool) -> None:
+    """Make ``/openapi.json`` say exactly what this process does.
+
+    * validation errors answer 400 in the common error shape: drop FastAPI's default 422 entries;
+    * the expression tree schema goes into the components (request bodies refer to it);
+    * the bearer security requirement is listed only when API keys are configured.
+    """
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -114,9 +120,15 @@ def _tidy_openapi(app: FastAPI) -> None:
             for operation in path.values():
                 if isinstance(operation, dict):
                     operation.get("responses", {}).pop("422", None)
-        components = schema.get("components", {}).get("schemas", {})
-        components.pop("HTTPValidationError", None)
-        components.pop("ValidationError", None)
+                    if not secured:
+                        operation.pop("security", None)
+        components = schema.setdefault("components", {})
+        models = components.setdefault("schemas", {})
+        models.pop("HTTPValidationError", None)
+        models.pop("ValidationError", None)
+        models["ExpressionTree"] = EXPRESSION_TREE_SCHEMA
+        if not secured:
+            components.pop("securitySchemes", None)
         app.openapi_schema = schema
         return schema
 

@@ -28,13 +28,47 @@ USER_ID_SCHEMA: dict[str, Any] = {
 #: Names are validated by the core (400 ``invalid_segment_name``); the schema documents the rule.
 SegmentName = Annotated[str, WithJsonSchema(NAME_SCHEMA)]
 
+_TREE_REF = {"$ref": "#/components/schemas/ExpressionTree"}
+
+
+def _operands(key: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [key],
+        "additionalProperties": False,
+        "properties": {key: {"type": "array", "minItems": 1, "items": _TREE_REF}},
+    }
+
+
+#: The JSON form of an expression, registered in the schema's components (see api.main).
+EXPRESSION_TREE_SCHEMA: dict[str, Any] = {
+    "title": "ExpressionTree",
+    "description": "one key per node: segment (a name), and / or / diff / xor (lists of nodes), not (a node); "
+    "at most 64 levels and 256 segment references",
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["segment"],
+            "additionalProperties": False,
+            "properties": {"segment": NAME_SCHEMA},
+        },
+        _operands("and"),
+        _operands("or"),
+        _operands("diff"),
+        _operands("xor"),
+        {
+            "type": "object",
+            "required": ["not"],
+            "additionalProperties": False,
+            "properties": {"not": _TREE_REF},
+        },
+    ],
+}
 EXPR_SCHEMA: dict[str, Any] = {
     "description": "an expression as text, e.g. '(card_gold | card_platinum) & active_30d - churned', "
-    'or the same tree as JSON: {"and": [{"segment": "a"}, {"not": {"segment": "b"}}]} '
-    "with keys segment, and, or, diff, xor, not",
-    "oneOf": [{"type": "string", "maxLength": 65536}, {"type": "object"}],
+    'or the same tree as JSON: {"and": [{"segment": "a"}, {"not": {"segment": "b"}}]}',
+    "oneOf": [{"type": "string", "minLength": 1, "maxLength": 65536}, _TREE_REF],
 }
-Expression = Annotated[str | dict[str, Any], WithJsonSchema(EXPR_SCHEMA)]
 
 
 class SegmentInfo(BaseModel):
@@ -58,8 +92,10 @@ class UserSegments(BaseModel):
 
 
 class ReachRequest(BaseModel):
+    """Validated by the route; documented by ``REACH_BODY`` (the expression tree is recursive)."""
+
     model_config = ConfigDict(extra="forbid")
-    expr: Expression
+    expr: str | dict[str, Any]
 
 
 class ReachResponse(BaseModel):
@@ -85,6 +121,13 @@ class Status(BaseModel):
     status: str
 
 
+REACH_BODY: dict[str, Any] = {
+    "type": "object",
+    "title": "ReachRequest",
+    "required": ["expr"],
+    "additionalProperties": False,
+    "properties": {"expr": EXPR_SCHEMA},
+}
 IDS_BODY: dict[str, Any] = {
     "type": "object",
     "title": "IdsBody",
@@ -118,3 +161,10 @@ def members_body(*, allow_expr: bool) -> dict[str, Any]:
             },
         }
     }
+
+
+def json_body(schema: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body that the route validates itself."""
+    if not isinstance(schema, dict):
+        schema = schema.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

@@ -18,22 +18,25 @@ from starlette.responses import Response
 from segments.errors import SegmentsError
 
 from ..auth import ReadAccess
+from ..bodies import RawBodyDep, parse_model
 from ..deps import MetricsDep, SegmentsDep
 from ..errors import responses
 from ..responses import json_response
 from ..schemas import (
+    REACH_BODY,
     USER_ID_SCHEMA,
     OverlapRequest,
     OverlapResponse,
     ReachRequest,
     ReachResponse,
     UserSegments,
+    json_body,
 )
 from .segments import parse_user_id
 
 router = APIRouter(prefix="/v1", tags=["queries"])
 
-_ERRORS = responses(400, 401, 403, 404, 413, 500, 503)
+_ERRORS = responses(400, 401, 403, 404, 413, 415, 500, 503)
 
 
 @router.post(
@@ -44,9 +47,11 @@ _ERRORS = responses(400, 401, 403, 404, 413, 500, 503)
     "tree as JSON. `~x` is taken relative to the universe segment (`all` by default).",
     response_model=ReachResponse,
     responses=_ERRORS,
+    openapi_extra=json_body(REACH_BODY),
     dependencies=[ReadAccess],
 )
-def reach(body: ReachRequest, segs: SegmentsDep, metrics: MetricsDep) -> Response:
+def reach(raw: RawBodyDep, segs: SegmentsDep, metrics: MetricsDep) -> Response:
+    body = parse_model(raw, ReachRequest)
     started = time.perf_counter()
     try:
         result = segs.reach_detailed(body.expr)
@@ -66,9 +71,11 @@ def reach(body: ReachRequest, segs: SegmentsDep, metrics: MetricsDep) -> Respons
     summary="Sizes and pairwise intersections of up to 32 segments",
     response_model=OverlapResponse,
     responses=_ERRORS,
+    openapi_extra=json_body(OverlapRequest),
     dependencies=[ReadAccess],
 )
-def overlap(body: OverlapRequest, segs: SegmentsDep) -> Response:
+def overlap(raw: RawBodyDep, segs: SegmentsDep) -> Response:
+    body = parse_model(raw, OverlapRequest)
     started = time.perf_counter()
     result = segs.overlap(body.segments)
     took = time.perf_counter() - started
