@@ -34,6 +34,7 @@ from .metrics import Metrics, MetricsMiddleware
 from .routes import health, page, queries
 from .routes import segments as segment_routes
 from .routes.page import STATIC
+from .runtime import tune_malloc
 from .schemas import EXPRESSION_TREE_SCHEMA
 from .settings import Settings, get_settings
 
@@ -52,6 +53,7 @@ reads need the `read` scope, changes the `write` scope.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
+    tune_malloc()  # before any worker thread allocates: see api.runtime
     connection = Connection(settings)
     metrics = Metrics()
     metrics.watch(lambda: connection.current)
