@@ -179,7 +179,7 @@ def generate(
             members = np.flatnonzero(mask)
             if members.size:
                 out[name].update(array.array("I", (members + start).astype(np.uint32).tobytes()))
-        if report is not None and (chunk + 1 == chunks or (chunk + 1) % 8 == 0):
+        if report is not None and (chunk + 1 == chunks or (chunk + 1) % max(1, chunks // 8) == 0):
             report(f"generated {stop:,} of {users:,} users")
     for bm in out.values():
         bm.run_optimize()

@@ -168,7 +168,9 @@ Every member of the segment, in ascending ID order.
   `RoaringBitmap.deserialize` (Java), `roaring.Bitmap.ReadFrom` (Go), `roaring_bitmap_portable_deserialize`
   (C) and `BitMap.deserialize` (Python).
 
-`ndjson` and `csv` are streamed shard by shard (65,536 IDs) in constant memory. `roaring` is built in
+`ndjson` and `csv` are streamed shard by shard (65,536 IDs) in constant memory, from one committed
+version of the segment: if the segment is replaced while the stream runs, the stream is cut short
+(the chunked response ends without its terminating chunk) rather than mixing two versions; retry. `roaring` is built in
 memory before it is sent, because the portable format starts with an index of every container: it
 needs at most ~8 KiB per non-empty shard, i.e. ~1.2 MiB per 10 million dense users and 512 MiB for
 the whole 32-bit ID space.

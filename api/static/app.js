@@ -87,7 +87,10 @@
       setStatus(`${state.segments.length} segments`, "ok");
       renderSegments();
     } catch (err) {
-      setStatus(`cannot list segments: ${err.message}`, "bad");
+      // 401/403 already asked for a key (see api()); say what else went wrong.
+      if (!(err instanceof ApiError && (err.status === 401 || err.status === 403))) {
+        setStatus(`cannot list segments: ${err.message}`, "bad");
+      }
     }
   }
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api.browser import Page, find_chromium, start_browser
-from tests.api.conftest import SEED
-from tests.support.api_server import ApiServer
+from tests.api.browser import Browser, Page, find_chromium, start_browser
+from tests.api.conftest import SEED, seed_store
+from tests.support.api_server import ApiServer, start_api_server
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(
@@ -26,13 +27,18 @@ REACH = "document.getElementById('reach')"
 
 
 @pytest.fixture(scope="module")
-def page(api: ApiServer) -> Iterator[Page]:
+def browser() -> Iterator[Browser]:
     assert CHROMIUM is not None
-    with start_browser(CHROMIUM) as browser:
-        opened = browser.open(f"{api.base_url}/")
-        opened.wait_for("document.querySelectorAll('#segments-body tr').length > 0")
-        yield opened
-        assert browser.console_errors() == []
+    with start_browser(CHROMIUM) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def page(api: ApiServer, browser: Browser) -> Iterator[Page]:
+    opened = browser.open(f"{api.base_url}/")
+    opened.wait_for("document.querySelectorAll('#segments-body tr').length > 0")
+    yield opened
+    assert browser.console_errors() == []
 
 
 def api_reach(client: httpx.Client, expr: str) -> int:
@@ -148,3 +154,20 @@ def test_overlap_heatmap(page: Page, client: httpx.Client) -> None:
         "[...document.querySelectorAll('#heatmap th.col-name')].map(th => th.textContent)"
     )
     assert headers == names
+
+
+def test_the_page_asks_for_an_api_key_when_the_api_needs_one(browser: Browser, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'secured.db'}"
+    seed_store(url)
+    key = "page-reader-5d1e"
+    with start_api_server(url, {"SEGMENTS_API_KEYS": f"{key}:read"}) as server:
+        secured = browser.open(f"{server.base_url}/")
+        secured.wait_for("!document.getElementById('auth').hidden")
+        assert secured.evaluate("document.getElementById('status').textContent") == "an API key is required"
+        assert secured.evaluate("document.querySelectorAll('#segments-body tr').length") == 0
+        secured.type_text("#api-key", key)
+        secured.click("#auth button[type=submit]")
+        secured.wait_for(f"document.querySelectorAll('#segments-body tr').length === {len(SEED)}")
+        secured.type_text("#expr", "even & vip")
+        data = settled(secured, "even & vip")
+        assert int(data["reach"]) == len(SEED["even"] & SEED["vip"])
