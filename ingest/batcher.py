@@ -229,8 +229,13 @@ class Batch:
     def stale(self, now: float) -> bool:
         return self.started is not None and now - self.started >= self.max_wait
 
-    def due(self, now: float) -> bool:
-        return bool(self.records) and (self.full or self.stale(now))
+    def due(self, now: float, *, drained: bool = True) -> bool:
+        """Flush now? When full, or when stale and nothing more is waiting (``drained``).
+
+        Under a backlog the batch keeps filling up to its limits (fewer, larger
+        writes); once caught up, no message waits longer than ``max_wait``.
+        """
+        return bool(self.records) and (self.full or (drained and self.stale(now)))
 
     def drop_partitions(self, revoked: set[tuple[str, int]]) -> int:
         """Forget the messages of revoked partitions (another member will consume them)."""

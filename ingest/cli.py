@@ -302,7 +302,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ingest.add_argument("--metrics-port", type=int,
                         help="serve Prometheus metrics on this port (env SEGMENTS_METRICS_PORT; default 0: off)")
     ingest.add_argument("--batch-max-messages", type=int,
-                        help="messages per batch at most (env SEGMENTS_BATCH_MAX_MESSAGES; default 10000)")
+                        help="messages per batch at most (env SEGMENTS_BATCH_MAX_MESSAGES; default 50000)")
     ingest.add_argument("--batch-max-wait", type=float,
                         help="seconds a batch waits to fill up (env SEGMENTS_BATCH_MAX_WAIT; default 0.5)")
     ingest.set_defaults(func=_cmd_ingest)

@@ -126,6 +126,8 @@ class IngestConsumer:
         self._stop = threading.Event()
         self._assigned: set[TopicPart] = set()
         self._held: list[Consumed] = []
+        #: the last poll returned less than it asked for: nothing more is waiting locally
+        self._drained = True
         self._committed: dict[TopicPart, int] = {}
         self._lag_at = 0.0
         self._summary_at = clock()
@@ -158,7 +160,7 @@ class IngestConsumer:
         try:
             while not self.stopping:
                 self._poll()
-                if self.batch.due(self.clock()):
+                if self.batch.due(self.clock(), drained=self._drained):
                     self._flush()
                 self._housekeeping()
             if self.batch.records:
@@ -184,7 +186,9 @@ class IngestConsumer:
             timeout = max(0.0, min(timeout, self.batch.started + self.batch.max_wait - now))
         room = max(1, min(10_000, self.batch.max_messages - len(self.batch.records)))
         # a batch's age counts from the moment we started waiting for its first message
-        for message in self.consumer.consume(num_messages=room, timeout=timeout):
+        messages = self.consumer.consume(num_messages=room, timeout=timeout)
+        self._drained = len(messages) < room
+        for message in messages:
             consumed = self._record(message)
             if consumed is not None:
                 self.batch.add(consumed, now)

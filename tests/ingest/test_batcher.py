@@ -105,6 +105,7 @@ def test_batch_is_due_when_full_or_stale_and_forgets_revoked_partitions() -> Non
     batch.add(rec(0, Update("add", "s", BitMap([1, 2]))), now=10.0)
     batch.add(rec(0, Update("add", "s", BitMap([3])), partition=1), now=10.5)
     assert not batch.due(10.9) and batch.due(11.0)
+    assert not batch.due(11.0, drained=False)  # stale, but more is waiting: keep filling
     assert batch.ids == 3
     assert batch.drop_partitions({("t", 1)}) == 1
     assert batch.ids == 2 and len(batch.records) == 1
