@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from starlette.staticfiles import StaticFiles
 
 import segments
-from segments.errors import StorageUnavailable
+from segments.errors import SegmentsError, StorageUnavailable
 
 from . import errors
 from .deps import Connection
@@ -63,11 +63,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         connection.start()
         try:
             segs = connection.open()
-            if settings.warm:
-                count = await run_in_threadpool(segs.warm)
-                log.info("cached %d segments", count)
         except StorageUnavailable as exc:
             log.warning("store %s is unavailable at startup (%s); will retry on use", settings.store, exc)
+        else:
+            if settings.warm:
+                try:
+                    count = await run_in_threadpool(segs.warm)
+                    log.info("cached %d segments", count)
+                except SegmentsError as exc:  # a cold cache is slower, not broken: serve anyway
+                    log.warning("could not warm the cache: %s", exc)
         try:
             yield
         finally:
