@@ -37,8 +37,10 @@ def test_demo_data_is_loaded_once_and_is_reproducible(tmp_path: Path) -> None:
             gold_active = expected["card_gold"] & expected["active_30d"]
             reach = c.post("/v1/reach", json={"expr": "card_gold & active_30d - churned"}).json()["reach"]
             assert reach == len(gold_active - expected["churned"])
-    with start_api_server(url, args=args) as again:
+    with start_api_server(url, args=[*args, "--warm"]) as again:
         assert "already holds 46 segments; not loading demo data" in again.output()
+        metrics = httpx.get(f"{again.base_url}/metrics").text
+        assert "segments_cache_entries 46.0" in metrics.splitlines()  # --warm cached every segment
 
 
 def test_demo_generator_is_seeded_and_realistic() -> None:
