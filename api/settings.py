@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     cache_bytes: int = Field(default=4 << 30, ge=0)
     catalog_ttl: float = Field(default=1.0, ge=0)
     lookup_staleness: float = Field(
-        default=0.0, ge=0, description="seconds GET /v1/users/{id}/segments may reuse segment metadata"
+        default=0.25,
+        ge=0,
+        description="seconds GET /v1/users/{id}/segments may reuse segment metadata (0: read it every call)",
     )
     warm: bool = Field(default=False, description="load every segment into the cache before serving")
     demo: bool = False

@@ -12,7 +12,7 @@ from . import bitmap as bm
 from .cache import SegmentCache
 from .catalog import Meta, SegmentInfo, Sets, decode_meta, shard_key
 from .engine import Engine, ReachResult, Snapshot, _Moved
-from .errors import CorruptSegment, SegmentNotFound
+from .errors import Conflict, SegmentNotFound
 from .expressions import Expr, to_expr
 from .names import check_name
 from .storage import Store, open_store
@@ -273,7 +273,7 @@ class Segments:
         """
         check_name(name)
         for attempt in range(8):
-            snap = self.engine.snapshot([name])
+            snap = self.engine.retrying(lambda: self.engine.snapshot([name]))
             shard_map = snap.maps[name]
             entries = list(zip(shard_map.entries["shard"].tolist(), shard_map.entries["rid"].tolist()))
             if not entries:
@@ -284,7 +284,7 @@ class Segments:
                 continue
             yield from self._stream(name, entries)
             return
-        raise _Moved(name)
+        raise Conflict(f"segment {name!r} kept changing while the export started; retry")
 
     def _stream(self, name: str, entries: list[tuple[int, int]]) -> Iterator[tuple[int, BitMap]]:
         for start in range(0, len(entries), 64):
@@ -292,7 +292,7 @@ class Segments:
             records = self.store.get_many(self.sets.shard, [shard_key(name, s, r) for s, r in chunk])
             for (shard, _), record in zip(chunk, records):
                 if record is None:
-                    raise CorruptSegment(
+                    raise Conflict(
                         f"segment {name!r} changed during export (shard {shard} was replaced); retry"
                     )
                 raw = record.bins.get("bm")

@@ -36,9 +36,13 @@ _WORDS = {"or": "|", "xor": "^", "and": "&", "except": "-", "not": "~"}
 _OPERAND_START = "a segment name, '~', 'NOT' or '('"
 
 
-def _describe(tok: Token) -> str:
+def _describe(tok: Token, source: str) -> str:
     if tok.kind == "end":
         return "the end of the expression"
+    if tok.kind == "op" and tok.text not in "()":
+        word = re.match(r"[A-Za-z]+", source[tok.pos :])
+        if word:
+            return repr(word.group(0))
     return repr(tok.text)
 
 
@@ -101,7 +105,7 @@ class _Parser:
     def error(self, expected: str) -> ExpressionSyntaxError:
         tok = self.peek()
         return ExpressionSyntaxError(
-            f"expected {expected} at position {tok.pos}, found {_describe(tok)}",
+            f"at position {tok.pos}: expected {expected}, found {_describe(tok, self.source)}",
             tok.pos,
             expected,
         )
@@ -179,7 +183,7 @@ class _Parser:
             self.enter(tok)
             inner = self.union()
             if not self.at(")"):
-                raise self.error(f"')' to close the '(' at position {tok.pos}")
+                raise self.error(f"')' to close the '(' opened at position {tok.pos}")
             self.take()
             self.nesting -= 1
             return inner
