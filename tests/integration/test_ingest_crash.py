@@ -112,6 +112,7 @@ def test_kill_9_mid_stream_then_restart_equals_applying_every_message_once(
         lambda: sum(max(0, o) for o in committed(broker, topics.group, topics.updates, 4).values()) > total // 4,
         90, "a quarter of the stream committed", first,
     )
+    time.sleep(rng.uniform(0.0, 0.4))  # land somewhere inside the next batch
     first.kill()
     at_kill = committed(broker, topics.group, topics.updates, 4)
     assert sum(max(0, o) for o in at_kill.values()) < total, "the consumer finished before the kill"
@@ -153,5 +154,8 @@ def test_kill_9_mid_stream_then_restart_equals_applying_every_message_once(
         assert logged == list(range(start + 1, start + 1 + len(logged))), name
 
     remaining = total - sum(max(0, o) for o in at_kill.values())
+    ahead = sum(1 for (_, source), mark in marks_at_kill.items() if mark >= max(0, at_kill[int(source.rsplit("/", 1)[1])]))
+    replayed = [line for line in second.log().splitlines() if "replays skipped" in line][-1]
     print(f"\n[ingest crash test] produced {total} messages in {produced_in:.1f}s; after the kill the restarted "
-          f"consumer (group join included) applied the remaining {remaining} in {caught_up_in:.1f}s")
+          f"consumer (group join included) applied the remaining {remaining} in {caught_up_in:.1f}s; "
+          f"{ahead} segment writes were ahead of the committed offsets at the kill; restart: {replayed[-60:]}")
