@@ -83,6 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(env SEGMENTS_LOOKUP_STALENESS; default 0: always current)",
     )
     parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="log lines as JSON objects or as text (env SEGMENTS_LOG_FORMAT; default json)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["critical", "error", "warning", "info", "debug", "trace"],
         help="uvicorn log level (env SEGMENTS_LOG_LEVEL; default info)",
@@ -92,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _export(args: argparse.Namespace) -> None:
     """Flags given on the command line override the environment, for this process and its workers."""
+    if getattr(args, "log_format", None):
+        os.environ["SEGMENTS_LOG_FORMAT"] = args.log_format
     for field in _FLAGS:
         value = getattr(args, field, None)
         if value is None:
@@ -113,9 +120,12 @@ def _explain(exc: ValidationError) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
+    import logging.config
+
     import segments
     from segments import demo
 
+    from .logging import json_line, log_config, log_format
     from .settings import Settings, get_settings
 
     if getattr(args, "store", None) == "memory://":
@@ -124,13 +134,18 @@ def serve(args: argparse.Namespace) -> int:
     _export(args)
     try:
         settings = Settings()
+        fmt = log_format()
     except ValidationError as exc:
         print(_explain(exc), file=sys.stderr)
         return 2
+    except ValueError as exc:  # SEGMENTS_LOG_FORMAT
+        print(f"segments serve: invalid settings:\n  {exc}", file=sys.stderr)
+        return 2
     get_settings.cache_clear()
+    logging.config.dictConfig(log_config(fmt, settings.log_level))
 
-    def say(message: str) -> None:
-        print(f"segments: {message}", flush=True)
+    def say(message: str) -> None:  # announcements show at every log level
+        print(json_line("segments.serve", message) if fmt == "json" else f"segments: {message}", flush=True)
 
     if settings.demo:
         with segments.connect(settings.store, universe=settings.universe, cache_bytes=0) as segs:
@@ -146,8 +161,12 @@ def serve(args: argparse.Namespace) -> int:
 def _run_uvicorn(settings: Any, say: Any) -> int:
     import uvicorn
 
+    from .logging import log_config, log_format
+
+    logging_config = log_config(log_format(), settings.log_level)
     config = uvicorn.Config(
         "api.main:app_factory",
+        log_config=logging_config,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -160,6 +179,7 @@ def _run_uvicorn(settings: Any, say: Any) -> int:
         say(f"serving {settings.url}/ with {settings.workers} workers (API docs at {settings.url}/docs)")
         uvicorn.run(
             "api.main:app_factory",
+            log_config=logging_config,
             factory=True,
             host=settings.host,
             port=settings.port,

@@ -30,6 +30,7 @@ from segments.errors import SegmentsError, StorageUnavailable
 from . import errors
 from .deps import Connection
 from .limits import BodyLimitMiddleware
+from .logging import RequestIdMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .routes import health, page, queries
 from .routes import segments as segment_routes
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response gets an ID and an access line
     routers = [segment_routes.router, queries.router, health.router, page.router]
     for router in routers:
         app.include_router(router)
