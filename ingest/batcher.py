@@ -120,8 +120,8 @@ class SegmentWork:
 class Plan:
     work: list[SegmentWork]
     rejected: list[Rejected]
-    #: messages at or below the segment's watermark (applied before): dropped
-    replayed: int = 0
+    #: messages at or below the segment's watermark (applied before): dropped, per (segment, source)
+    replayed: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,7 +175,8 @@ def plan(
     for grp in groups:
         mark = watermarks.get((grp.segment, grp.source), -1)
         fresh = [r for r in grp.records if r.offset > mark]
-        out.replayed += len(grp.records) - len(fresh)
+        if len(fresh) < len(grp.records):
+            out.replayed[(grp.segment, grp.source)] = len(grp.records) - len(fresh)
         if not fresh:
             continue
         work = SegmentWork(grp.segment, grp.source, fresh[-1].offset, Fold(), fresh)

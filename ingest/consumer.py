@@ -230,55 +230,67 @@ class IngestConsumer:
     # -- flushing ---------------------------------------------------------
 
     def _flush(self, *, final: bool = False) -> None:
+        """Apply the batch (retrying through outages), then commit it."""
         started = self.clock()
         size = len(self.batch.records)
-        delivered: set[tuple[str, int, int]] = set()
-        attempt = 0
-        paused: list[TopicPartition] = []
         try:
-            while self.batch.records:
-                try:
-                    stats = self._apply(self.batch.records, delivered, first=attempt == 0)
-                except (*TRANSIENT, DeadLetterError) as exc:
-                    kind = exc.code if isinstance(exc, SegmentsError) else "dead_letter_delivery"
-                    self.metrics.store_errors.labels(kind).inc()
-                    self.metrics.store_up.set(0)
-                    if final or self.stopping:
-                        log.warning("stopping with an unapplied batch of %d messages (%s): nothing of it is "
-                                    "committed; it will be consumed again", len(self.batch.records), exc)
-                        self.batch.clear()
-                        return
-                    delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2**attempt)
-                    delay *= random.uniform(0.5, 1.0)
-                    log.warning("batch of %d messages failed (%s: %s); retrying in %.1fs (attempt %d)",
-                                len(self.batch.records), type(exc).__name__, exc, delay, attempt + 1)
-                    if not paused:
-                        paused = self._pause()
-                    self._wait(delay)
-                    attempt += 1
-                    continue
-                self.metrics.store_up.set(1)
+            stats = self._apply_until_done(final=final)
+            if stats is not None and self.batch.records:
                 self._commit(self.batch.records)
                 self._account(stats)
-                break
         finally:
-            if paused:
-                self._resume()
             self.batch.clear()
         elapsed = self.clock() - started
         self.metrics.batch_seconds.observe(elapsed)
         self.metrics.batch_messages.observe(size)
         log.debug("batch of %d messages done in %.3fs", size, elapsed)
 
-    def _pause(self) -> list[TopicPartition]:
+    def _apply_until_done(self, *, final: bool = False) -> FlushStats | None:
+        """Apply the batch, retrying transient failures with capped backoff while the partitions are paused.
+
+        Returns ``None`` when the batch was given up (stopping during an
+        outage): nothing of it may be committed.
+        """
+        delivered: set[tuple[str, int, int]] = set()
+        written: set[tuple[str, str]] = set()
+        attempt = 0
+        paused = False
+        try:
+            while True:
+                try:
+                    stats = self._apply(self.batch.records, delivered, written)
+                except (*TRANSIENT, DeadLetterError) as exc:
+                    kind = exc.code if isinstance(exc, SegmentsError) else "dead_letter_delivery"
+                    self.metrics.retries.labels(kind).inc()
+                    if isinstance(exc, SegmentsError):
+                        self.metrics.store_up.set(0)
+                    if final or self.stopping:
+                        log.warning("stopping with an unapplied batch of %d messages (%s): nothing of it is "
+                                    "committed; it will be consumed again", len(self.batch.records), exc)
+                        return None
+                    delay = min(self.settings.backoff_max, self.settings.backoff_initial * 2**attempt)
+                    delay *= random.uniform(0.5, 1.0)
+                    log.warning("batch of %d messages failed (%s: %s); retrying in %.1fs (attempt %d)",
+                                len(self.batch.records), type(exc).__name__, exc, delay, attempt + 1)
+                    if not paused:
+                        paused = self._pause()
+                    self._wait(delay)  # rebalance callbacks may drop revoked partitions from the batch
+                    attempt += 1
+                    continue
+                self.metrics.store_up.set(1)
+                return stats
+        finally:
+            if paused:
+                self._resume()
+
+    def _pause(self) -> bool:
         try:
             parts = self.consumer.assignment()
             if parts:
                 self.consumer.pause(parts)
-            return parts or [TopicPartition("", -1)]
         except KafkaException as exc:
             log.warning("could not pause partitions: %s", exc)
-            return [TopicPartition("", -1)]
+        return True
 
     def _resume(self) -> None:
         try:
@@ -322,17 +334,26 @@ class IngestConsumer:
 
     # -- one attempt ------------------------------------------------------
 
-    def _apply(self, records: Sequence[Consumed], delivered: set[tuple[str, int, int]], *, first: bool) -> FlushStats:
+    def _apply(
+        self,
+        records: Sequence[Consumed],
+        delivered: set[tuple[str, int, int]],
+        written: set[tuple[str, str]] | None = None,
+    ) -> FlushStats:
+        """One attempt at a batch. ``delivered`` (dead letters) and ``written`` ((segment, source)
+        pairs) carry over between attempts, so a retry neither resends nor counts anything twice."""
+        written = set() if written is None else written
         stats = FlushStats(messages=len(records))
         work_plan = self.sink.prepare(records)
-        if first:
-            stats.replayed = work_plan.replayed
+        stats.replayed = sum(n for key, n in work_plan.replayed.items() if key not in written)
         stats.dead_letters += self._dead_letter(work_plan.rejected, delivered)
         for work in work_plan.work:
-            self._write(work, delivered, stats)
+            if self._write(work, delivered, stats):
+                written.add((work.segment, work.source))
         return stats
 
-    def _write(self, work: SegmentWork, delivered: set[tuple[str, int, int]], stats: FlushStats) -> None:
+    def _write(self, work: SegmentWork, delivered: set[tuple[str, int, int]], stats: FlushStats) -> bool:
+        """Write one segment; on a permanent error dead-letter its messages. True if the segment was written."""
         try:
             written = self.sink.write(work)
         except TRANSIENT:
@@ -345,7 +366,7 @@ class IngestConsumer:
                 log.exception("segment %r: unexpected error applying %d messages", work.segment, len(work.records))
             rejects = [Rejected(r, reason, f"applying to segment {work.segment!r} failed: {exc}") for r in work.records]
             stats.dead_letters += self._dead_letter(rejects, delivered)
-            return
+            return False
         if written.applied:
             stats.writes += 1
             self.metrics.writes.inc()
@@ -357,6 +378,7 @@ class IngestConsumer:
                 stats.skipped["duplicate_part"] = stats.skipped.get("duplicate_part", 0) + count
             elif kind == Outcome.STALE:
                 stats.skipped["stale_batch"] = stats.skipped.get("stale_batch", 0) + count
+        return written.applied
 
     # -- dead letters -----------------------------------------------------
 

@@ -46,8 +46,12 @@ class IngestMetrics:
         self.committed = Gauge(
             "segments_ingest_committed_offset", "Last committed offset", ["topic", "partition"], registry=r
         )
-        self.store_errors = Counter(
-            "segments_ingest_store_errors", "Failed batch attempts (retried with backoff)", ["kind"], registry=r
+        self.retries = Counter(
+            "segments_ingest_batch_retries",
+            "Failed batch attempts, retried with backoff (kind: storage_unavailable, storage_timeout, conflict, "
+            "dead_letter_delivery)",
+            ["kind"],
+            registry=r,
         )
         self.store_up = Gauge("segments_ingest_store_up", "1 when the last store write succeeded", registry=r)
         self.store_up.set(1)

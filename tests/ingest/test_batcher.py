@@ -49,7 +49,7 @@ def test_a_replace_in_the_middle_resets_what_came_before(
 def test_plan_drops_messages_at_or_below_the_watermark_and_writes_the_rest_once() -> None:
     records = [rec(o, Update("add", "s", BitMap([o]))) for o in range(10)]
     p = plan(group(records)[0], {("s", "t/0"): 6}, {})
-    assert p.replayed == 7
+    assert p.replayed == {("s", "t/0"): 7}
     [work] = p.work
     assert (work.segment, work.source, work.position) == ("s", "t/0", 9)
     assert set(work.fold.add) == {7, 8, 9}

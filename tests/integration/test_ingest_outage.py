@@ -82,7 +82,7 @@ def test_store_outage_pauses_retries_and_recovers(
         wait_until(lambda: consumer.metrics().get("segments_ingest_store_up") == 0.0, 30, "the consumer to notice",
                    consumer)
         wait_until(lambda: sum(v for k, v in consumer.metrics().items()
-                               if k.startswith("segments_ingest_store_errors_total")) >= 2,
+                               if k.startswith("segments_ingest_batch_retries_total")) >= 2,
                    30, "a retry", consumer)
         time.sleep(1.0)
         assert committed(broker, topics.group, topics.updates, 1)[0] == before, "committed during the outage"
