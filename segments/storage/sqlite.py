@@ -59,6 +59,17 @@ def _translated(path: str) -> Iterator[None]:
         raise CorruptSegment(f"sqlite store {path} is damaged: {exc}") from exc
 
 
+def _checked_generation(conn: sqlite3.Connection, set_name: str, key: str, expected: int | None) -> int:
+    """The record's generation (0: missing), after checking it against ``expected``."""
+    row = conn.execute(
+        "SELECT generation FROM records WHERE set_name = ? AND key = ?", (set_name, key)
+    ).fetchone()
+    current = 0 if row is None else int(row[0])
+    if expected is not None and expected != current:
+        raise Conflict(f"record {set_name}/{key} is at generation {current}, expected {expected}")
+    return current
+
+
 class SqliteStore:
     """Records in one SQLite table keyed by ``(set_name, key)``."""
 
@@ -149,12 +160,7 @@ class SqliteStore:
         blob = encode_bins(bins)
 
         def body(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT generation FROM records WHERE set_name = ? AND key = ?", (set_name, key)
-            ).fetchone()
-            current = 0 if row is None else int(row[0])
-            if generation is not None and generation != current:
-                raise Conflict(f"record {set_name}/{key} is at generation {current}, expected {generation}")
+            current = _checked_generation(conn, set_name, key, generation)
             new_gen = current % _GEN_WRAP + 1
             conn.execute(
                 "INSERT OR REPLACE INTO records (set_name, key, generation, bins) VALUES (?, ?, ?, ?)",
@@ -181,13 +187,7 @@ class SqliteStore:
 
     def delete(self, set_name: str, key: str, *, generation: int | None = None) -> bool:
         def body(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT generation FROM records WHERE set_name = ? AND key = ?", (set_name, key)
-            ).fetchone()
-            current = 0 if row is None else int(row[0])
-            if generation is not None and generation != current:
-                raise Conflict(f"record {set_name}/{key} is at generation {current}, expected {generation}")
-            if row is None:
+            if _checked_generation(conn, set_name, key, generation) == 0:
                 return False
             conn.execute("DELETE FROM records WHERE set_name = ? AND key = ?", (set_name, key))
             return True
