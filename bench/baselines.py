@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class ChdbBaseline:
     name = "chDB"
 
     def __init__(self) -> None:
-        self._session: object | None = None
+        self._session: Any = None
         self._dir: Path | None = None
         self._sql: dict[str, str] = {}
         self.load_seconds = 0.0
@@ -53,7 +54,7 @@ class ChdbBaseline:
         files.mkdir()
         for name in ds.bitmaps:
             ds.array(name).astype("<u4").tofile(files / f"{name}.bin")
-        self._session = session.Session(str(self._dir / "db"))
+        self._session = session.Session(str(self._dir / "db"))  # type: ignore[no-untyped-call]
         cols = ", ".join(f"{n} AggregateFunction(groupBitmap, UInt32)" for n in ds.bitmaps)
         self.query(f"CREATE TABLE segs ({cols}) ENGINE = Memory")
         states = ", ".join(
@@ -62,7 +63,9 @@ class ChdbBaseline:
         )
         self.query(f"INSERT INTO segs SELECT {states}")
         shutil.rmtree(files, ignore_errors=True)
-        cards = self.query("SELECT " + ", ".join(f"bitmapCardinality({n})" for n in ds.bitmaps) + " FROM segs")
+        cards = self.query(
+            "SELECT " + ", ".join(f"bitmapCardinality({n})" for n in ds.bitmaps) + " FROM segs"
+        )
         loaded = [int(x) for x in cards.split()]
         expected = [len(b) for b in ds.bitmaps.values()]
         if loaded != expected:
@@ -71,7 +74,7 @@ class ChdbBaseline:
         return None
 
     def query(self, sql: str) -> str:
-        result = self._session.query(sql, "TabSeparated")  # type: ignore[attr-defined]
+        result = self._session.query(sql, "TabSeparated")
         return str(result).strip()
 
     def sql(self, tree: Expr) -> str:
@@ -83,7 +86,7 @@ class ChdbBaseline:
     def close(self) -> None:
         if self._session is not None:
             try:
-                self._session.close()  # type: ignore[attr-defined]
+                self._session.close()
             except Exception:  # noqa: BLE001 - best effort at shutdown
                 pass
             self._session = None
@@ -137,7 +140,8 @@ class RedisServer:
                     self.stop()
                     return "redis-server did not start"
                 time.sleep(0.05)
-        self.version = str(client.info("server").get("redis_version", "?"))
+        info: dict[str, Any] = client.info("server")  # type: ignore[assignment]
+        self.version = str(info.get("redis_version", "?"))
         client.close()
         return None
 
@@ -168,7 +172,7 @@ class RedisBaseline:
 
     def __init__(self, server: RedisServer) -> None:
         self.server = server
-        self.client: object | None = None
+        self.client: Any = None
         self.prefix = ""
         self.load_seconds = 0.0
 
@@ -196,7 +200,7 @@ class RedisBaseline:
 
     def reach(self, plan: tuple[list[tuple[str, ...]], str, list[str]]) -> int:
         commands, result, temps = plan
-        pipe = self.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+        pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
         pipe.bitcount(result)
@@ -208,8 +212,8 @@ class RedisBaseline:
     def close(self) -> None:
         if self.client is not None:
             try:
-                self.client.flushall()  # type: ignore[attr-defined]
-                self.client.close()  # type: ignore[attr-defined]
+                self.client.flushall()
+                self.client.close()
             except Exception:  # noqa: BLE001
                 pass
             self.client = None

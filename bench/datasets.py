@@ -45,12 +45,12 @@ DENSITIES = {"s1": 0.01, "s10": 0.10, "s30": 0.30, "s60": 0.60}
 Log = Callable[[str], None]
 
 
-def bitmap_from_array(ids: np.ndarray) -> BitMap:  # type: ignore[type-arg]
+def bitmap_from_array(ids: np.ndarray) -> BitMap:
     """A BitMap from a numpy array of IDs (through ``array('I')``, ~10x faster than numpy directly)."""
     return BitMap(array.array("I", np.ascontiguousarray(ids, dtype=np.uint32).tobytes()))
 
 
-def array_from_bitmap(bitmap: BitMap) -> np.ndarray:  # type: ignore[type-arg]
+def array_from_bitmap(bitmap: BitMap) -> np.ndarray:
     """The sorted members as a numpy ``uint32`` array."""
     return np.frombuffer(bitmap.to_array(), dtype=np.uint32)
 
@@ -59,7 +59,7 @@ def _rng(seed: int, users: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, users, index])
 
 
-def _uniform(users: int, density: float, rng: np.random.Generator) -> np.ndarray:  # type: ignore[type-arg]
+def _uniform(users: int, density: float, rng: np.random.Generator) -> np.ndarray:
     chunks = []
     step = 1 << 24  # bounded temporaries: 64 MiB of float32 at a time
     for start in range(0, users, step):
@@ -68,7 +68,7 @@ def _uniform(users: int, density: float, rng: np.random.Generator) -> np.ndarray
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
 
 
-def _clustered(users: int, rng: np.random.Generator) -> np.ndarray:  # type: ignore[type-arg]
+def _clustered(users: int, rng: np.random.Generator) -> np.ndarray:
     # The newest 4 % of IDs plus four older blocks of 1.5 % each, at random places.
     tail = int(users * 0.04)
     block = max(1, int(users * 0.015))
@@ -78,7 +78,7 @@ def _clustered(users: int, rng: np.random.Generator) -> np.ndarray:  # type: ign
     return np.unique(np.concatenate(ranges))
 
 
-def _skewed(users: int, rng: np.random.Generator) -> np.ndarray:  # type: ignore[type-arg]
+def _skewed(users: int, rng: np.random.Generator) -> np.ndarray:
     shards = (users + (1 << 16) - 1) >> 16
     density = np.minimum(1.0, np.exp(rng.normal(np.log(0.03), 1.5, size=shards))).astype(np.float32)
     chunks = []
@@ -90,7 +90,7 @@ def _skewed(users: int, rng: np.random.Generator) -> np.ndarray:  # type: ignore
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
 
 
-def generate(users: int, seed: int, name: str) -> np.ndarray:  # type: ignore[type-arg]
+def generate(users: int, seed: int, name: str) -> np.ndarray:
     """The members of one shape (see the module docstring) as a sorted numpy array."""
     index = SHAPES.index(name)
     rng = _rng(seed, users, index)
@@ -103,7 +103,7 @@ def generate(users: int, seed: int, name: str) -> np.ndarray:  # type: ignore[ty
     return np.arange(users, dtype=np.int64)
 
 
-def membership_segments(users: int, seed: int, count: int) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+def membership_segments(users: int, seed: int, count: int) -> dict[str, np.ndarray]:
     """``count`` segments ``m000``... with log-uniform densities from 0.01 % to 10 %.
 
     Members are drawn with replacement and deduplicated: cheap at any density.
@@ -129,7 +129,7 @@ class Dataset:
     build_seconds: float
     from_cache: bool
 
-    def array(self, name: str) -> np.ndarray:  # type: ignore[type-arg]
+    def array(self, name: str) -> np.ndarray:
         return array_from_bitmap(self.bitmaps[name])
 
     def serialized_bytes(self, name: str) -> int:

@@ -140,7 +140,9 @@ def make_clients(
     out: dict[str, segments.Segments] = {}
     suffix = ", no store read" if memo_meta else ""
     steps: list[tuple[str, Any]] = [("engine" + suffix, None)]
-    steps += [(f"proposal {v.key.split('-', 1)[0]}{suffix}", v.module) for v in variants if v.module is not None]
+    steps += [
+        (f"proposal {v.key.split('-', 1)[0]}{suffix}", v.module) for v in variants if v.module is not None
+    ]
     for label, module in steps:
         client = connect_variant(url, module)
         if memo_meta:
@@ -182,6 +184,14 @@ def run_reach(
             mem.replace(name, bitmap)
         warm(mem, names)
         clients["engine (memory://)"] = mem
+        from .proposals import install
+
+        for v in [v for v in variants if v.module is not None][-1:]:
+            assert v.module is not None
+            pmem = segments.Segments(mem.store)
+            install(pmem, v.module)
+            warm(pmem, names)
+            clients[f"proposal {v.key.split('-', 1)[0]} (memory://)"] = pmem
     chdb = ChdbBaseline()
     why = chdb.prepare(ds)
     if why:
@@ -221,10 +231,10 @@ def run_reach(
             floor, per = touched_bytes(tree, shard_bytes)
             result = QueryResult(query.key, query.text, query.terms, expect, floor, per, timings)
             section.queries.append(result)
-            best = min(t.median for k, t in timings.items() if k.startswith(("engine", "proposal")))
+            fastest = min(t.median for k, t in timings.items() if k.startswith(("engine", "proposal")))
             log(
                 f"  {query.key} {query.text:<62} reach={expect:>10,}  engine {timings['engine'].median * 1e3:7.3f} ms"
-                f"  best {best * 1e3:7.3f} ms  floor {floor / bw.dram * 1e3:6.3f} ms"
+                f"  best {fastest * 1e3:7.3f} ms  floor {floor / bw.dram * 1e3:6.3f} ms"
             )
     finally:
         chdb.close()
@@ -252,7 +262,9 @@ def _bind(fn: Callable[..., int], *args: Any) -> Callable[[], int]:
 # -- Python sets, at 1/10 scale ------------------------------------------------------
 
 
-def run_sets(ds: datasets.Dataset, variants: Sequence[Variant], settings: Settings, log: Log) -> EngineSection:
+def run_sets(
+    ds: datasets.Dataset, variants: Sequence[Variant], settings: Settings, log: Log
+) -> EngineSection:
     """Python ``set`` next to the engine and naive pyroaring on the same (smaller) data."""
     section = EngineSection(ds.users)
     started = time.perf_counter()
@@ -276,7 +288,9 @@ def run_sets(ds: datasets.Dataset, variants: Sequence[Variant], settings: Settin
                 budget_s=settings.budget_s,
             )
             section.queries.append(QueryResult(query.key, query.text, query.terms, expect, 0, {}, timings))
-            log(f"  {query.key} set {timings['set'].median * 1e3:9.2f} ms  engine {timings['engine'].median * 1e3:7.3f} ms")
+            log(
+                f"  {query.key} set {timings['set'].median * 1e3:9.2f} ms  engine {timings['engine'].median * 1e3:7.3f} ms"
+            )
     finally:
         for client in clients.values():
             client.close()
@@ -338,24 +352,34 @@ def run_breakdown(
         warm(client, list(ds.bitmaps))
         warm(memo, list(ds.bitmaps))
         expect = naive_count(tree, ds.bitmaps)
-        methods = {
-            "store.get_many(meta)": _counting(lambda c=client: c.store.get_many(c.sets.meta, names)),
-            "engine.snapshot": _counting(lambda c=client: c.engine.snapshot(names)),
+        methods: dict[str, Callable[[], int]] = {
+            "store.get_many(meta)": _counting(_partial(client.store.get_many, client.sets.meta, names)),
+            "engine.snapshot": _counting(_partial(client.engine.snapshot, names)),
             "reach, no store read": _bind_reach(memo, tree),
             "reach": _bind_reach(client, tree),
         }
-        out[label] = interleaved(methods, settings.rounds, budget_s=settings.budget_s, expect=None, warmup=2)
+        out[label] = interleaved(methods, settings.rounds, budget_s=settings.budget_s, check=False, warmup=2)
         for key in ("reach", "reach, no store read"):
             if out[label][key].answer != expect:
                 raise AssertionError(f"{label} {key} answered {out[label][key].answer}, expected {expect}")
         client.close()
         memo.close()
-        log(f"  breakdown {label}: " + ", ".join(f"{k} {t.median * 1e6:.0f} µs" for k, t in out[label].items()))
+        log(
+            f"  breakdown {label}: "
+            + ", ".join(f"{k} {t.median * 1e6:.0f} µs" for k, t in out[label].items())
+        )
     return out
 
 
+def _partial(fn: Callable[..., object], *args: Any) -> Callable[[], object]:
+    def call() -> object:
+        return fn(*args)
+
+    return call
+
+
 def _counting(fn: Callable[[], object]) -> Callable[[], int]:
-    """Wrap a call that returns no count: the answer recorded is a constant (nothing to compare)."""
+    """Wrap a call that returns no count (timed with ``check=False``)."""
 
     def call() -> int:
         fn()

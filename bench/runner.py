@@ -1,0 +1,126 @@
+"""Runs the sections a configuration asks for and collects their results as plain data."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from . import datasets, machine, proposals
+from . import engine_bench as eb
+from .baselines import RedisServer
+from .timing import Timing
+
+if TYPE_CHECKING:
+    from .__main__ import Config
+
+Log = Callable[[str], None]
+
+
+def _timings(d: dict[str, Timing]) -> dict[str, Any]:
+    return {k: v.as_dict() for k, v in d.items()}
+
+
+def _section(section: eb.EngineSection) -> dict[str, Any]:
+    return {
+        "users": section.users,
+        "queries": [q.as_dict() for q in section.queries],
+        "notes": section.notes,
+        "skipped": section.skipped,
+        "load_seconds": section.load_seconds,
+    }
+
+
+def run(cfg: Config, log: Log) -> dict[str, Any]:
+    results: dict[str, Any] = {"failures": []}
+    results["environment"] = machine.environment()
+    log("measuring memory bandwidth")
+    bw = machine.memory_bandwidth(cfg.bandwidth_bytes, cfg.bandwidth_repeats)
+    results["bandwidth"] = bw.as_dict()
+    log(f"  DRAM {bw.dram / 1e9:.1f} GB/s, cache-resident {bw.cache / 1e9:.1f} GB/s")
+    variants = proposals.variants()
+    results["proposals"] = [
+        {"key": v.key, "title": v.title, "applied": v.module is not None, "note": v.note} for v in variants
+    ]
+    for v in variants:
+        log(f"  proposal {v.key}: {'measured' if v.module else v.note}")
+    settings = eb.Settings(cfg.rounds, cfg.slow_rounds, cfg.set_rounds, cfg.cold_rounds, cfg.budget_s)
+
+    def attempt(name: str, body: Callable[[], Any]) -> None:
+        if name not in cfg.sections:
+            return
+        log(f"section {name}")
+        try:
+            results[name] = body()
+        except Exception as exc:  # a broken section is reported, the others still run
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            results["failures"].append(f"{name}: {type(exc).__name__}: {exc}")
+
+    log(f"data set: {cfg.users:,} users")
+    ds = datasets.load(cfg.users, cfg.seed, log=log)
+    results["dataset"] = {
+        "users": ds.users,
+        "seed": ds.seed,
+        "from_cache": ds.from_cache,
+        "build_seconds": ds.build_seconds,
+        "segments": {
+            n: {"cardinality": len(b), "serialized_bytes": ds.serialized_bytes(n)}
+            for n, b in ds.bitmaps.items()
+        },
+    }
+    with RedisServer() as redis_server:
+        why = redis_server.start()
+        results["redis"] = {"skipped": why} if why else {"version": redis_server.version}
+        if why:
+            log(f"  Redis skipped: {why}")
+        server = None if why else redis_server
+        attempt("engine", lambda: _section(eb.run_reach(ds, bw, variants, settings, server, log)))
+        attempt(
+            "breakdown",
+            lambda: {k: _timings(v) for k, v in eb.run_breakdown(ds, variants, settings, log).items()},
+        )
+        attempt("cold", lambda: {k: _timings(v) for k, v in eb.run_cold(ds, variants, settings, log).items()})
+
+        def sets() -> dict[str, Any]:
+            small = datasets.load(max(1000, cfg.users // 10), cfg.seed, log=log)
+            return _section(eb.run_sets(small, variants, settings, log))
+
+        attempt("sets", sets)
+
+        def scaling() -> dict[str, Any]:
+            points = []
+            for users in cfg.scaling:
+                log(f"  scaling: {users:,} users")
+                small = datasets.load(users, cfg.seed, log=log)
+                points.append(_section(eb.run_scaling_point(small, bw, variants, settings, server, log)))
+            return {"points": points}
+
+        attempt("scaling", scaling)
+    ds.bitmaps.clear()
+
+    def memory() -> dict[str, Any]:
+        from . import memory_bench
+
+        return memory_bench.measure(ds.directory, list(results["dataset"]["segments"]))
+
+    attempt("memory", memory)
+
+    def http() -> dict[str, Any]:
+        from . import http_bench
+
+        return http_bench.run(cfg, ds, log)
+
+    attempt("http", http)
+
+    def ingest() -> dict[str, Any]:
+        from . import ingest_bench
+
+        return ingest_bench.run(cfg, log)
+
+    attempt("ingest", ingest)
+    return results
+
+
+__all__ = ["asdict", "run"]
