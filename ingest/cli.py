@@ -74,6 +74,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         "metrics_port": args.metrics_port,
         "batch_max_messages": args.batch_max_messages,
         "batch_max_wait": args.batch_max_wait,
+        "write_threads": args.write_threads,
         "log_level": args.log_level,
     })
     from .__main__ import run
@@ -305,6 +306,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="messages per batch at most (env SEGMENTS_BATCH_MAX_MESSAGES; default 50000)")
     ingest.add_argument("--batch-max-wait", type=float,
                         help="seconds a batch waits to fill up (env SEGMENTS_BATCH_MAX_WAIT; default 0.5)")
+    ingest.add_argument("--write-threads", type=int,
+                        help="segments written at once (env SEGMENTS_WRITE_THREADS; default 0: 8 on Aerospike, "
+                        "else 1)")
     ingest.set_defaults(func=_cmd_ingest)
 
     push = sub.add_parser(

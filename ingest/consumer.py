@@ -33,6 +33,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -52,7 +53,7 @@ from .batcher import Batch, Consumed, Rejected, SegmentWork
 from .codec import decode
 from .metrics import IngestMetrics
 from .settings import IngestSettings
-from .sink import TRANSIENT, Sink
+from .sink import TRANSIENT, Sink, Written
 from .staging import Outcome
 
 log = logging.getLogger("ingest.consumer")
@@ -118,6 +119,8 @@ class IngestConsumer:
         self.settings = settings
         self.segs = segs
         self.sink = Sink(segs)
+        threads = settings.write_threads or (8 if segs.store.url.startswith("aerospike") else 1)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ingest-write") if threads > 1 else None
         self.metrics = metrics if metrics is not None else IngestMetrics()
         self.clock = clock
         self.consumer = Consumer(consumer_config(settings))
@@ -167,9 +170,16 @@ class IngestConsumer:
                 self._flush(final=True)
         finally:
             log.info("leaving the consumer group")
-            self.consumer.close()
-            self.dlq.flush(10)
+            self.close()
             self._log_summary(force=True)
+
+    def close(self) -> None:
+        """Leave the group and release the clients and write threads (``run`` does it on the way out)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        self.consumer.close()
+        self.dlq.flush(10)
 
     # -- polling ----------------------------------------------------------
 
@@ -347,27 +357,54 @@ class IngestConsumer:
         work_plan = self.sink.prepare(records)
         stats.replayed = sum(n for key, n in work_plan.replayed.items() if key not in written)
         stats.dead_letters += self._dead_letter(work_plan.rejected, delivered)
-        for work in work_plan.work:
-            if self._write(work, delivered, stats):
-                written.add((work.segment, work.source))
+        transient: BaseException | None = None
+        for work, result in self._write_all(work_plan.work):
+            if isinstance(result, TRANSIENT):
+                transient = transient or result
+            elif isinstance(result, BaseException):
+                stats.dead_letters += self._write_failed(work, result, delivered)
+            else:
+                self._written(work, result, stats)
+                if result.applied:
+                    written.add((work.segment, work.source))
+        if transient is not None:
+            raise transient
         return stats
 
-    def _write(self, work: SegmentWork, delivered: set[tuple[str, int, int]], stats: FlushStats) -> bool:
-        """Write one segment; on a permanent error dead-letter its messages. True if the segment was written."""
-        try:
-            written = self.sink.write(work)
-        except TRANSIENT:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one segment's failure must not stop the others
-            reason = exc.code if isinstance(exc, SegmentsError) else "apply_failed"
-            if isinstance(exc, SegmentsError):
-                log.error("segment %r: cannot apply %d messages: %s", work.segment, len(work.records), exc)
-            else:
-                log.exception("segment %r: unexpected error applying %d messages", work.segment, len(work.records))
-            rejects = [Rejected(r, reason, f"applying to segment {work.segment!r} failed: {exc}") for r in work.records]
-            stats.dead_letters += self._dead_letter(rejects, delivered)
-            return False
-        if written.applied:
+    def _write_all(self, works: Sequence[SegmentWork]) -> list[tuple[SegmentWork, Written | BaseException]]:
+        """Write every segment, several at once on ``write_threads`` threads; one segment's work stays in order."""
+        by_segment: dict[str, list[SegmentWork]] = {}
+        for work in works:
+            by_segment.setdefault(work.segment, []).append(work)
+        if self._pool is None or len(by_segment) < 2:
+            return [pair for chain in by_segment.values() for pair in self._write_chain(chain)]
+        futures = [self._pool.submit(self._write_chain, chain) for chain in by_segment.values()]
+        return [pair for future in futures for pair in future.result()]
+
+    def _write_chain(self, chain: Sequence[SegmentWork]) -> list[tuple[SegmentWork, Written | BaseException]]:
+        out: list[tuple[SegmentWork, Written | BaseException]] = []
+        for work in chain:
+            try:
+                out.append((work, self.sink.write(work)))
+            except Exception as exc:  # noqa: BLE001 - sorted out by the caller
+                out.append((work, exc))
+                if isinstance(exc, TRANSIENT):
+                    break  # the rest of this segment waits for the retry, in order
+        return out
+
+    def _write_failed(self, work: SegmentWork, exc: BaseException, delivered: set[tuple[str, int, int]]) -> int:
+        """A permanent error for one segment: dead-letter its messages of this batch, go on with the others."""
+        reason = exc.code if isinstance(exc, SegmentsError) else "apply_failed"
+        if isinstance(exc, SegmentsError):
+            log.error("segment %r: cannot apply %d messages: %s", work.segment, len(work.records), exc)
+        else:
+            log.error("segment %r: unexpected error applying %d messages", work.segment, len(work.records),
+                      exc_info=exc)
+        rejects = [Rejected(r, reason, f"applying to segment {work.segment!r} failed: {exc}") for r in work.records]
+        return self._dead_letter(rejects, delivered)
+
+    def _written(self, work: SegmentWork, result: Written, stats: FlushStats) -> None:
+        if result.applied:
             stats.writes += 1
             self.metrics.writes.inc()
         for op, count in work.applied.items():
@@ -378,7 +415,6 @@ class IngestConsumer:
                 stats.skipped["duplicate_part"] = stats.skipped.get("duplicate_part", 0) + count
             elif kind == Outcome.STALE:
                 stats.skipped["stale_batch"] = stats.skipped.get("stale_batch", 0) + count
-        return written.applied
 
     # -- dead letters -----------------------------------------------------
 

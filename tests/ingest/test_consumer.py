@@ -117,7 +117,7 @@ def test_an_undeliverable_dead_letter_raises_and_nothing_is_written(settings: In
         kind = consumer.metrics.retries.labels("dead_letter_delivery")._value.get()  # type: ignore[attr-defined]
         assert kind == 1
     finally:
-        consumer.consumer.close()
+        consumer.close()
 
 
 def test_a_store_outage_is_retried_until_the_batch_is_written(settings: IngestSettings) -> None:
@@ -137,17 +137,20 @@ def test_a_store_outage_is_retried_until_the_batch_is_written(settings: IngestSe
         assert errors == 5
         assert consumer.metrics.store_up._value.get() == 1  # type: ignore[attr-defined]
     finally:
-        consumer.consumer.close()
+        consumer.close()
 
 
-def test_a_failure_after_some_segments_were_written_does_not_apply_them_twice(settings: IngestSettings) -> None:
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_failure_after_some_segments_were_written_does_not_apply_them_twice(
+    settings: IngestSettings, threads: int
+) -> None:
     store = FlakyStore()
     segs = segments.Segments(store)  # type: ignore[arg-type]
-    consumer = IngestConsumer(settings, segs)
+    consumer = IngestConsumer(settings.model_copy(update={"write_threads": threads}), segs)
     try:
         batch = [good(0, [1])] + [
             record(i, f"t{i}".encode(), json.dumps({"op": "add", "segment": f"t{i}", "ids": [i]}).encode())
-            for i in range(1, 6)
+            for i in range(1, 40)
         ]
         consumer._apply(batch[:1], set())  # s at version 1
         version = segs.info("s").version
@@ -167,11 +170,12 @@ def test_a_failure_after_some_segments_were_written_does_not_apply_them_twice(se
         assert stats is not None and stats.replayed == 1
         assert segs.info("s").version == version  # replayed, not rewritten
         assert {n: set(segs.evaluate(n)) for n in segs.names()} == {
-            "s": {1}, **{f"t{i}": {i} for i in range(1, 6)}
+            "s": {1}, **{f"t{i}": {i} for i in range(1, 40)}
         }
-        assert all(segs.info(f"t{i}").version == 1 for i in range(1, 6))
+        assert all(segs.info(f"t{i}").version == 1 for i in range(1, 40))
+        assert store.calls_failed >= 2
     finally:
-        consumer.consumer.close()
+        consumer.close()
 
 
 def test_messages_of_a_revoked_partition_are_left_to_the_next_owner(settings: IngestSettings) -> None:
@@ -186,7 +190,7 @@ def test_messages_of_a_revoked_partition_are_left_to_the_next_owner(settings: In
         assert [(r.partition, r.offset) for r in consumer.batch.records] == [(0, 0)]
         assert consumer._assigned == {("updates", 0)}
     finally:
-        consumer.consumer.close()
+        consumer.close()
 
 
 def test_bitmap_of_the_fold_is_exact_for_large_binary_updates(settings: IngestSettings) -> None:
@@ -199,4 +203,4 @@ def test_bitmap_of_the_fold_is_exact_for_large_binary_updates(settings: IngestSe
                                   decode(b"s", big.serialize(), headers))], set())
         assert segs.evaluate("s") == big
     finally:
-        consumer.consumer.close()
+        consumer.close()
