@@ -42,7 +42,7 @@ def _add_kafka_options(parser: argparse.ArgumentParser) -> None:
                         help="Kafka brokers (env SEGMENTS_BOOTSTRAP_SERVERS; default localhost:9092)")
     parser.add_argument("--topic", help="topic of segment updates (env SEGMENTS_TOPIC; default segment-updates)")
     parser.add_argument("-X", "--kafka-option", action="append", metavar="KEY=VALUE", dest="kafka_option",
-                        help="extra librdkafka setting, repeatable (env SEGMENTS_KAFKA_OPTIONS as a JSON object)")
+                        help="extra librdkafka setting, repeatable; adds to SEGMENTS_KAFKA_OPTIONS (a JSON object)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="log level (env SEGMENTS_LOG_LEVEL; default info)")
 
@@ -64,7 +64,8 @@ def _settings(cls: type[KafkaSettings], args: argparse.Namespace, fields: dict[s
 # --------------------------------------------------------------------------- ingest
 
 
-def _cmd_ingest(args: argparse.Namespace) -> int:
+def ingest_settings(args: argparse.Namespace) -> IngestSettings:
+    """Settings of ``segments ingest``: the flags given, then ``SEGMENTS_*`` variables, then defaults."""
     settings: IngestSettings = _settings(IngestSettings, args, {
         "bootstrap_servers": args.bootstrap_servers,
         "topic": args.topic,
@@ -77,9 +78,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         "write_threads": args.write_threads,
         "log_level": args.log_level,
     })
+    return settings
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
     from .__main__ import run
 
-    return run(settings)
+    return run(ingest_settings(args))
 
 
 # --------------------------------------------------------------------------- push
@@ -333,4 +338,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push.set_defaults(func=_cmd_push)
 
 
-__all__ = ["InputError", "read_ids", "register"]
+__all__ = ["InputError", "ingest_settings", "read_ids", "register"]

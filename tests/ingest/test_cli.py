@@ -114,6 +114,22 @@ def test_ingest_and_push_are_registered_commands(capsys: pytest.CaptureFixture[s
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_ingest_command_reads_env_where_no_flag_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingest.cli import ingest_settings
+
+    monkeypatch.setenv("SEGMENTS_BOOTSTRAP_SERVERS", "kafka1:9092,kafka2:9092")
+    monkeypatch.setenv("SEGMENTS_DLQ_TOPIC", "dead")
+    monkeypatch.setenv("SEGMENTS_STORE", "memory://x")
+    monkeypatch.setenv("SEGMENTS_METRICS_PORT", "9108")
+    monkeypatch.setenv("SEGMENTS_KAFKA_OPTIONS", '{"security.protocol": "SSL"}')
+    args = build_parser().parse_args(["ingest", "--dlq-topic", "flagged", "-X", "client.id=me"])
+    settings = ingest_settings(args)
+    assert settings.bootstrap_servers == "kafka1:9092,kafka2:9092"
+    assert settings.dlq_topic == "flagged" and settings.store == "memory://x" and settings.metrics_port == 9108
+    assert settings.kafka_options == {"security.protocol": "SSL", "client.id": "me"}  # -X adds to the variable
+    assert settings.group == "segments-ingest" and settings.topic == "segment-updates"
+
+
 def test_invalid_settings_exit_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
     from segments.cli import main
 
