@@ -317,10 +317,13 @@ class IngestConsumer:
             remaining = deadline - self.clock()
             if remaining <= 0:
                 return
-            for message in self.consumer.consume(num_messages=1000, timeout=min(0.25, remaining)):
+            messages = self.consumer.consume(num_messages=1000, timeout=min(0.25, remaining))
+            for message in messages:
                 record = self._record(message)
                 if record is not None:
                     self._held.append(record)
+            if messages:  # a rebalance handed out unpaused partitions: pause them too
+                self._pause()
 
     def _commit(self, records: Sequence[Consumed]) -> None:
         offsets: dict[TopicPart, int] = {}

@@ -84,6 +84,9 @@ def test_store_outage_pauses_retries_and_recovers(
         wait_until(lambda: sum(v for k, v in consumer.metrics().items()
                                if k.startswith("segments_ingest_batch_retries_total")) >= 2,
                    30, "a retry", consumer)
+        batch = updates(1000, 400)  # more arrive while the partitions are paused
+        offsets.offsets += produce(broker, topics.updates, batch).offsets
+        sent += batch
         time.sleep(1.0)
         assert committed(broker, topics.group, topics.updates, 1)[0] == before, "committed during the outage"
         assert consumer.alive
