@@ -131,10 +131,7 @@ def load_client(
                 local[kind].append(elapsed)
                 code = str(response.status_code)
                 local_status[code] = local_status.get(code, 0) + 1
-                # a remove on a load_* segment nobody has added to yet is a legitimate 404
-                if response.status_code >= 500 or (
-                    response.status_code >= 400 and not (kind == "update" and response.status_code == 404)
-                ):
+                if response.status_code >= 400:  # every request is valid: any error status is an error
                     local_errors.append(f"{kind}: {response.status_code} {response.text[:200]}")
         with lock:
             for key, values in local.items():
