@@ -29,7 +29,7 @@ from pyroaring import BitMap, FrozenBitMap
 from .codec import DecodeError, Update
 from .staging import Outcome, SegmentStaging
 
-RawHeaders = list[tuple[str, bytes | None]]
+RawHeaders = list[tuple[str, str | bytes | None]]
 
 
 @dataclass

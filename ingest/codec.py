@@ -36,7 +36,7 @@ from segments.names import check_name
 Op = Literal["add", "remove", "replace"]
 Headers = list[tuple[str, str | bytes | None]]
 #: What confluent-kafka hands out: header values may be ``None``.
-RawHeaders = Sequence[tuple[str, bytes | None]] | None
+RawHeaders = Sequence[tuple[str, str | bytes | None]] | None
 
 OPS: Final[frozenset[str]] = frozenset({"add", "remove", "replace"})
 DEFAULT_TOPIC: Final[str] = "segment-updates"
@@ -122,6 +122,9 @@ def _headers(headers: RawHeaders) -> dict[str, str]:
             continue
         if raw is None:
             raise _Reject("bad_header", f"header {name!r} has no value")
+        if isinstance(raw, str):
+            out[name] = raw
+            continue
         try:
             out[name] = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

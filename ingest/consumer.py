@@ -539,10 +539,10 @@ class IngestConsumer:
                  t.messages, t.writes, t.dead_letters, t.replayed)
 
 
-def _raw_headers(headers: object) -> list[tuple[str, bytes | None]]:
+def _raw_headers(headers: object) -> list[tuple[str, str | bytes | None]]:
     """Message headers as ``(name, bytes or None)`` pairs."""
     items = headers.items() if isinstance(headers, dict) else headers or []
-    out: list[tuple[str, bytes | None]] = []
+    out: list[tuple[str, str | bytes | None]] = []
     for name, value in items:  # type: ignore[attr-defined]
         out.append((str(name), value.encode() if isinstance(value, str) else value))
     return out

@@ -27,7 +27,7 @@ from ingest.codec import Update, decode
 from tests.support.kafka_broker import KafkaBroker, start_kafka_broker
 
 REPO = Path(__file__).resolve().parents[2]
-Headers = list[tuple[str, bytes | None]]
+Headers = list[tuple[str, str | bytes | None]]
 Raw = tuple[bytes | None, bytes | None, Headers]
 
 #: librdkafka settings that make group joins fast against tansu (see the broker self-tests).

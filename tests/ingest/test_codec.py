@@ -21,7 +21,7 @@ from ingest.codec import (
 from segments import bitmap as bm
 from tests.strategies import id_sets
 
-Headers = list[tuple[str, bytes | None]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 def jmsg(doc: object) -> bytes:

@@ -114,7 +114,7 @@ def test_an_undeliverable_dead_letter_raises_and_nothing_is_written(settings: In
         consumer.stop()
         assert consumer._apply_until_done(final=True) is None  # given up: nothing to commit
         assert segs.names() == []
-        kind = consumer.metrics.retries.labels("dead_letter_delivery")._value.get()  # type: ignore[attr-defined]
+        kind = consumer.metrics.retries.labels("dead_letter_delivery")._value.get()
         assert kind == 1
     finally:
         consumer.close()
@@ -122,7 +122,7 @@ def test_an_undeliverable_dead_letter_raises_and_nothing_is_written(settings: In
 
 def test_a_store_outage_is_retried_until_the_batch_is_written(settings: IngestSettings) -> None:
     store = FlakyStore()
-    segs = segments.Segments(store)  # type: ignore[arg-type]
+    segs = segments.Segments(store)
     consumer = IngestConsumer(settings, segs)
     try:
         for r in [good(0, [1, 2]), good(1, [70_000]), good(2, [3])]:
@@ -133,9 +133,9 @@ def test_a_store_outage_is_retried_until_the_batch_is_written(settings: IngestSe
         assert store.calls_failed == 5
         assert set(segs.evaluate("s")) == {1, 2, 3, 70_000}
         assert segs.watermarks(["s"], "updates/0") == {"s": 2}
-        errors = consumer.metrics.retries.labels("storage_unavailable")._value.get()  # type: ignore[attr-defined]
+        errors = consumer.metrics.retries.labels("storage_unavailable")._value.get()
         assert errors == 5
-        assert consumer.metrics.store_up._value.get() == 1  # type: ignore[attr-defined]
+        assert consumer.metrics.store_up._value.get() == 1
     finally:
         consumer.close()
 
@@ -145,7 +145,7 @@ def test_a_failure_after_some_segments_were_written_does_not_apply_them_twice(
     settings: IngestSettings, threads: int
 ) -> None:
     store = FlakyStore()
-    segs = segments.Segments(store)  # type: ignore[arg-type]
+    segs = segments.Segments(store)
     consumer = IngestConsumer(settings.model_copy(update={"write_threads": threads}), segs)
     try:
         batch = [good(0, [1])] + [
@@ -198,7 +198,7 @@ def test_bitmap_of_the_fold_is_exact_for_large_binary_updates(settings: IngestSe
     consumer = IngestConsumer(settings, segs)
     try:
         big = BitMap(range(0, 5_000_000, 3))
-        headers: list[tuple[str, bytes | None]] = [("op", b"add"), ("segment", b"s"), ("encoding", b"roaring")]
+        headers: list[tuple[str, str | bytes | None]] = [("op", b"add"), ("segment", b"s"), ("encoding", b"roaring")]
         consumer._apply([Consumed("updates", 0, 0, b"s", big.serialize(), headers,
                                   decode(b"s", big.serialize(), headers))], set())
         assert segs.evaluate("s") == big

@@ -111,9 +111,9 @@ class Model:
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> list[tuple[bytes, bytes, list[tuple[str, bytes | None]]]]:
+def streams(draw: st.DrawFn) -> list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]]:
     """Messages of three segments: deltas and replace batches with duplicates, out of order."""
-    out = []
+    out: list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]] = []
     for _ in range(draw(st.integers(1, 14))):
         name = draw(st.sampled_from(["a", "b", "c"]))
         kind = draw(st.sampled_from(["add", "add", "remove", "replace"]))
@@ -137,16 +137,16 @@ def streams(draw: st.DrawFn) -> list[tuple[bytes, bytes, list[tuple[str, bytes |
             if draw(st.booleans()):
                 msgs = [*msgs, draw(st.sampled_from(msgs))]  # a duplicate part
         out.extend((m.key, m.value, m.headers) for m in msgs)
-    return out  # type: ignore[return-value]
+    return out
 
 
-def consumed(log: list[tuple[bytes, bytes, list[tuple[str, bytes | None]]]]) -> list[Consumed]:
+def consumed(log: list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]]) -> list[Consumed]:
     return [Consumed("t", 0, offset, k, v, h, decode(k, v, h)) for offset, (k, v, h) in enumerate(log)]
 
 
 def run(store: MemoryStore, log: list[Consumed], committed: int, batch_size: int, crash_after: int | None) -> int:
     """Consume from ``committed`` in batches; return the new committed offset (stops at the crash)."""
-    segs = segments.Segments(DyingStore(store, crash_after))  # type: ignore[arg-type]
+    segs = segments.Segments(DyingStore(store, crash_after))
     sink = Sink(segs)
     while committed < len(log):
         batch = log[committed : committed + batch_size]
@@ -163,7 +163,7 @@ def run(store: MemoryStore, log: list[Consumed], committed: int, batch_size: int
 
 @given(streams(), st.integers(1, 6), st.lists(st.integers(0, 25), max_size=3), st.integers(1, 6))
 def test_any_crash_then_replay_equals_applying_each_message_once(
-    raw: list[tuple[bytes, bytes, list[tuple[str, bytes | None]]]],
+    raw: list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]],
     batch_size: int,
     crashes: list[int],
     replay_batch: int,

@@ -58,11 +58,11 @@ def stream(rng: random.Random) -> list[Raw]:
         elif roll < 0.997:
             op = "add" if rng.random() < 0.6 else "remove"
             start = rng.randrange(0, 1_900_000)
-            ids = BitMap(range(start, start + rng.randint(1000, 60_000), rng.randint(1, 4)))
-            headers: list[tuple[str, bytes | None]] = [
+            run = BitMap(range(start, start + rng.randint(1000, 60_000), rng.randint(1, 4)))
+            headers: list[tuple[str, str | bytes | None]] = [
                 ("op", op.encode()), ("segment", key), ("encoding", b"roaring")
             ]
-            out.append((key, ids.serialize(), headers))
+            out.append((key, run.serialize(), headers))
         else:
             batch_no += 1
             parts = rng.randint(1, 4)

@@ -30,8 +30,8 @@ def j(doc: object) -> bytes:
     return json.dumps(doc).encode()
 
 
-def bin_headers(op: bytes | None, segment: bytes | None, **extra: bytes) -> list[tuple[str, bytes | None]]:
-    headers: list[tuple[str, bytes | None]] = [("encoding", b"roaring")]
+def bin_headers(op: bytes | None, segment: bytes | None, **extra: bytes) -> list[tuple[str, str | bytes | None]]:
+    headers: list[tuple[str, str | bytes | None]] = [("encoding", b"roaring")]
     if op is not None:
         headers.append(("op", op))
     if segment is not None:
@@ -41,7 +41,7 @@ def bin_headers(op: bytes | None, segment: bytes | None, **extra: bytes) -> list
 
 
 #: (reason, key, value, headers)
-BAD: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [
+BAD: list[tuple[str, bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]] = [
     ("bad_json", b"good", b"{not json", [("trace", b"t1")]),
     ("bad_json", b"good", j({"op": "add", "segment": "good"}), []),
     ("unknown_op", b"good", j({"op": "delete", "segment": "good", "ids": [1]}), []),
@@ -73,9 +73,9 @@ def test_bad_messages_go_to_the_dead_letter_topic_while_good_ones_flow(
 
     messages: list[Raw] = []
     good_ids = iter(range(10_000, 20_000))
-    for _reason, key, value, headers in BAD:
+    for _reason, bad_key, bad_value, bad_headers in BAD:
         messages.append((b"good", j({"op": "add", "segment": "good", "ids": [next(good_ids)]}), []))
-        messages.append((key, value, headers))
+        messages.append((bad_key, bad_value, bad_headers))
         messages.append((b"good2", j({"op": "add", "segment": "good2", "ids": [next(good_ids)]}), []))
     # inconsistent parts of one batch: the second says parts=3 where the first said 2
     messages.append((b"parts", j({"op": "replace", "segment": "parts", "batch": "p", "part": 0, "parts": 2,
@@ -104,20 +104,19 @@ def test_bad_messages_go_to_the_dead_letter_topic_while_good_ones_flow(
 
     by_source = {}
     for message in dead:
-        headers = message.headers() or []
-        named = dict(headers)
-        source = (int(named["source.partition"] or b"-1"), int(named["source.offset"] or b"-1"))
+        found = dict(message.headers() or [])
+        source = (int(found["source.partition"] or b"-1"), int(found["source.offset"] or b"-1"))
         by_source[source] = message
     produced = {delivered.offsets[i]: messages[i] for i in range(len(messages))}
     reasons = []
     for source, message in by_source.items():
-        key, value, headers = produced[source]
-        assert message.key() == key and message.value() == value
-        got = message.headers() or []
-        assert got[: len(headers)] == headers, "original headers are kept, in order"
-        named = dict(got)
-        error = (named["error"] or b"").decode()
-        reason = (named["error.reason"] or b"").decode()
+        sent_key, sent_value, sent_headers = produced[source]
+        assert message.key() == sent_key and message.value() == sent_value
+        got = list(message.headers() or [])
+        assert got[: len(sent_headers)] == sent_headers, "original headers are kept, in order"
+        named = {name: bytes(v or b"") for name, v in got if not isinstance(v, str)}
+        error = named["error"].decode()
+        reason = named["error.reason"].decode()
         assert error.startswith(f"{reason}: ") and len(error) > len(reason) + 5
         reasons.append(reason)
     assert sorted(reasons) == sorted([b[0] for b in BAD] + ["bad_part", "corrupt_data"])

@@ -50,7 +50,7 @@ def binary_stream(rng: random.Random, messages: int, segments: int, ids_per_mess
         start = rng.randrange(0, 45_000_000)  # IDs spread over a 5M window: ~76 shards per message
         ids = BitMap(rng.sample(range(start, start + 5_000_000), ids_per_message))
         op = b"add" if rng.random() < 0.8 else b"remove"
-        headers: list[tuple[str, bytes | None]] = [("op", op), ("segment", name.encode()), ("encoding", b"roaring")]
+        headers: list[tuple[str, str | bytes | None]] = [("op", op), ("segment", name.encode()), ("encoding", b"roaring")]
         out.append((name.encode(), ids.serialize(), headers))
     return out
 

@@ -33,7 +33,7 @@ SEG = "audience"
 
 
 def part(batch: str, number: int, parts: int, ids: BitMap) -> Raw:
-    headers: list[tuple[str, bytes | None]] = [
+    headers: list[tuple[str, str | bytes | None]] = [
         ("op", b"replace"), ("segment", SEG.encode()), ("encoding", b"roaring"),
         ("batch", batch.encode()), ("part", str(number).encode()), ("parts", str(parts).encode()),
     ]
