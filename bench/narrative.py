@@ -273,3 +273,40 @@ def limits(results: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def http(results: dict[str, Any]) -> list[str]:
+    h = results.get("http")
+    if not isinstance(h, dict) or "hot" not in h:
+        return []
+    lines: list[str] = []
+    took = h.get("engine_took")
+    if took:
+        overhead = h["hot"]["latency"]["median_s"] - took["median_s"]
+        lines.append(
+            f"* The API adds about {fmt_time(overhead)} per reach request at the median (HTTP p50 minus the "
+            f"engine's own `took_ms` p50 of {fmt_time(took['median_s'])}): parsing, routing, the threadpool hop, "
+            "JSON, the loopback round trip and the client."
+        )
+    if "hot_proposals" in h:
+        lines.append(
+            f"* With the engine patches the same server answers in {fmt_time(h['hot_proposals']['latency']['median_s'])} "
+            f"p50 / {fmt_time(h['hot_proposals']['latency']['p99_s'])} p99 (`python -m bench.patched_serve`, otherwise "
+            "identical to `segments serve`)."
+        )
+    if "hot_c8_workers" in h and "hot_c8" in h:
+        lines.append(
+            f"* `--workers 2` serves {h['hot_c8_workers']['throughput_rps']:.0f} requests/s at concurrency 8 against "
+            f"{h['hot_c8']['throughput_rps']:.0f} with one worker: with two workers every request, even `/healthz`, "
+            "took ~44 ms when probed separately (the 40 ms delayed-ACK signature; see `bench/PROPOSALS.md`)."
+        )
+    eng = h.get("membership_engine", {})
+    if "membership" in h and eng:
+        stale = eng.get("lookup_staleness=1")
+        if stale:
+            lines.append(
+                f"* Membership: in-process `segments_of` with a reused snapshot takes {fmt_time(stale['median_s'])} p50 / "
+                f"{fmt_time(stale['p99_s'])} p99; over HTTP {fmt_time(h['membership']['latency']['median_s'])} / "
+                f"{fmt_time(h['membership']['latency']['p99_s'])}: the HTTP path sets the p99."
+            )
+    return lines + [""] if lines else []

@@ -691,6 +691,7 @@ def write(results: dict[str, Any], out: Path, *, charts: bool = True, log: Log =
     if "proposals.png" in made:
         lines += ["![proposals](charts/proposals.png)", ""]
     lines += ["## 2–3. HTTP: reach and membership lookups", ""] + http_tables(results) + [""]
+    lines += narrative.http(results)
     if "http.png" in made:
         lines += ["![http](charts/http.png)", ""]
     lines += ["## 4. Ingest and freshness", ""] + ingest_tables(results) + [""]
