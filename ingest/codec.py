@@ -99,6 +99,7 @@ class _Reject(Exception):
 
 def decode(key: bytes | None, value: bytes | None, headers: RawHeaders) -> Update | DecodeError:
     """Decode one Kafka message; never raises on bad input."""
+    encoding = "json"
     try:
         head = _headers(headers)
         encoding = head.get("encoding", "json")
@@ -112,6 +113,9 @@ def decode(key: bytes | None, value: bytes | None, headers: RawHeaders) -> Updat
         return update
     except _Reject as exc:
         return exc.error
+    except Exception as exc:  # noqa: BLE001 - a message must never stop the consumer (no poison pills)
+        reason = "corrupt_bitmap" if encoding == "roaring" else "bad_json"
+        return DecodeError(reason, f"the message cannot be decoded: {type(exc).__name__}: {exc}"[:500])
 
 
 def _headers(headers: RawHeaders) -> dict[str, str]:
@@ -161,6 +165,8 @@ def _decode_json(value: bytes | None) -> Update:
         doc = json.loads(value)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _Reject("bad_json", f"the value is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise _Reject("bad_json", "the value is JSON nested too deeply to decode") from exc
     if not isinstance(doc, dict):
         raise _Reject("bad_json", f"the value is a JSON {type(doc).__name__}, expected an object")
     for field in ("op", "segment", "ids"):

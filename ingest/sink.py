@@ -47,24 +47,26 @@ class Sink:
     def prepare(self, records: Sequence[Consumed]) -> Plan:
         """Group, read watermarks and staging states, and plan (rejects included).
 
-        A segment whose stored state cannot be read (``CorruptSegment``...) has
-        its messages rejected with the error's code; transient store errors
+        A segment whose stored state cannot be read (``CorruptSegment``...), or
+        whose planning fails unexpectedly, has its messages rejected with the
+        error's code (``apply_failed`` for a non-library error), so that one
+        segment never blocks the others; transient store errors
         (``StorageUnavailable``, ``Conflict``) propagate.
         """
         groups, rejected = group(records)
-        broken: dict[str, SegmentsError] = {}
+        broken: dict[str, Exception] = {}
         try:
             marks = self.watermarks(groups)
         except TRANSIENT:
             raise
-        except SegmentsError:
+        except Exception:  # noqa: BLE001 - find the segment(s) at fault
             marks = {}
             for g in groups:
                 try:
                     marks.update(self.watermarks([g]))
                 except TRANSIENT:
                     raise
-                except SegmentsError as exc:
+                except Exception as exc:  # noqa: BLE001
                     broken[g.segment] = exc
         with_parts = {
             g.segment
@@ -85,18 +87,28 @@ class Sink:
                 states[name] = state
             except TRANSIENT:
                 raise
-            except SegmentsError as exc:
+            except Exception as exc:  # noqa: BLE001
                 broken[name] = exc
-        if broken:
-            for g in groups:
-                if g.segment in broken:
-                    error = broken[g.segment]
-                    message = f"the stored state of segment {g.segment!r} cannot be read: {error}"
-                    rejected.extend(Rejected(r, error.code, message) for r in g.records)
-            groups = [g for g in groups if g.segment not in broken]
-            for name, error in broken.items():
-                log.error("segment %r: %s", name, error)
-        result = plan(groups, marks, states)
+        result = Plan([], [])
+        for g in groups:
+            if g.segment in broken:
+                continue
+            try:
+                one = plan([g], marks, states)
+            except Exception as exc:  # noqa: BLE001 - a bug must not turn into a poison pill
+                broken[g.segment] = exc
+                continue
+            result.work += one.work
+            result.rejected += one.rejected
+            result.replayed.update(one.replayed)
+        for g in groups:
+            if g.segment in broken:
+                error = broken[g.segment]
+                code = error.code if isinstance(error, SegmentsError) else "apply_failed"
+                message = f"segment {g.segment!r} cannot be prepared: {error}"
+                rejected.extend(Rejected(r, code, message) for r in g.records)
+        for name, error in broken.items():
+            log.error("segment %r: %s", name, error, exc_info=not isinstance(error, SegmentsError))
         result.rejected[:0] = sorted(rejected, key=lambda r: (r.record.topic, r.record.partition, r.record.offset))
         return result
 

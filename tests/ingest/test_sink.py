@@ -229,7 +229,7 @@ def test_a_segment_whose_stored_state_is_damaged_is_rejected_alone() -> None:
     sink = Sink(segs)
     p = sink.prepare(log)
     assert [(r.record.offset, r.reason) for r in p.rejected] == [(0, "corrupt_data")]
-    assert "cannot be read" in p.rejected[0].message
+    assert "cannot be prepared" in p.rejected[0].message
     for work in p.work:
         sink.write(work)
     assert set(segs.evaluate("good")) == {1, 2}
