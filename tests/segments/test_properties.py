@@ -34,24 +34,86 @@ def connect_fresh(store_url: str) -> Iterator[object]:
         s.close()
 
 
-def _load(segs: segments.Segments, sets: dict[str, set[int]]) -> dict[str, set[int]]:
+def _load(
+    segs: segments.Segments, sets: dict[str, set[int]], universe: set[int] | None = None
+) -> dict[str, set[int]]:
+    """Store the sets and a universe; by default the universe covers every segment."""
     model = dict(sets)
-    model["all"] = set().union(*sets.values()) | {7, 2**32 - 1}
+    model["all"] = set().union(*sets.values()) | {7, 2**32 - 1} if universe is None else universe
     for name, members in model.items():
         segs.replace(name, members)
     return model
 
 
-@given(sets=segment_sets, expr=expressions())
-def test_reach_and_evaluate_match_the_set_oracle(connect_fresh, sets, expr: Expr) -> None:  # type: ignore[no-untyped-def]
+# Segments spread over ~40 shards, so planning, region clipping and partial cache entries matter.
+spread_ids = st.one_of(st.integers(0, 40 * 65536), st.sampled_from([0, 65535, 65536, 39 * 65536]))
+spread_sets = st.one_of(
+    st.sets(spread_ids, max_size=80),
+    st.builds(lambda start, n: set(range(start, start + n)), st.integers(0, 38 * 65536), st.integers(1, 70000)),
+)
+
+
+@given(
+    sets=segment_sets,
+    expr=expressions(),
+    universe=st.one_of(st.none(), id_sets),
+)
+def test_reach_and_evaluate_match_the_set_oracle(connect_fresh, sets, expr: Expr, universe) -> None:  # type: ignore[no-untyped-def]
+    """Also with a universe that does not cover every segment: ``y & ~x`` is ``(y & all) - x``."""
     segs = connect_fresh()
-    model = _load(segs, sets)
+    model = _load(segs, sets, universe)
     expected = oracle(expr, model)
     note(f"expr = {expr}")
     assert segs.reach(str(expr)) == len(expected)
     assert set(segs.evaluate(to_json(expr))) == expected
     # a second, hot evaluation answers the same
     assert segs.reach(expr) == len(expected)
+
+
+@given(
+    sets=st.fixed_dictionaries({name: spread_sets for name in SEGMENT_NAMES}),
+    warmup=st.lists(expressions(max_leaves=3), max_size=3),
+    expr=expressions(),
+    partial_universe=st.booleans(),
+)
+def test_warm_partial_and_cold_caches_agree_with_the_oracle(  # type: ignore[no-untyped-def]
+    connect_fresh, store_url, sets, warmup, expr: Expr, partial_universe: bool
+) -> None:
+    writer = connect_fresh()
+    universe = set(range(0, 30 * 65536, 3)) if partial_universe else None
+    model = _load(writer, sets, universe)
+    expected = oracle(expr, model)
+    # hot: every segment cached whole
+    writer.warm()
+    assert writer.reach(expr) == len(expected)
+    # partial: a second client's cache was filled by narrower queries first
+    reader = segments.connect(store_url, set_prefix=writer.sets.meta[: -len("segmeta")])
+    try:
+        for w in warmup:
+            assert reader.reach(w) == len(oracle(w, model))
+        assert set(reader.evaluate(expr)) == expected
+        # after an update, refreshed shard by shard
+        changed = set(range(5 * 65536 - 10, 5 * 65536 + 10)) | {33 * 65536}
+        writer.add("a", changed)
+        model["a"] = model["a"] | changed
+        assert reader.reach(expr) == len(oracle(expr, model))
+    finally:
+        reader.close()
+
+
+COMPLEMENT_PATTERNS = ["a & ~b", "a & b & ~c", "~a & b", "(a | b) & ~c & ~d", "~a & ~b", "a - ~b", "~(a & ~b)"]
+
+
+@given(sets=segment_sets, universe=id_sets)
+def test_complement_inside_intersection_respects_the_universe(connect_fresh, sets, universe) -> None:  # type: ignore[no-untyped-def]
+    """Segments may hold IDs outside the universe; ``~x`` is always relative to it."""
+    segs = connect_fresh()
+    model = _load(segs, sets, universe)
+    for text in COMPLEMENT_PATTERNS:
+        expr = segments.parse(text)
+        expected = oracle(expr, model)
+        assert segs.reach(text) == len(expected), text
+        assert set(segs.evaluate(text)) == expected, text
 
 
 LAWS = [
