@@ -262,9 +262,8 @@ class StagingStore:
     def __init__(self, segs: Segments) -> None:
         self.segs = segs
         self.store = segs.store
-        prefix = segs.sets.meta[: -len("segmeta")] if segs.sets.meta.endswith("segmeta") else ""
-        self.parts_set = prefix + PARTS_SET
-        self.meta_set = prefix + META_SET
+        self.parts_set = segs.sets.named(PARTS_SET)
+        self.meta_set = segs.sets.named(META_SET)
 
     def load(self, segments: Iterable[str]) -> dict[str, SegmentStaging]:
         names = list(dict.fromkeys(segments))

@@ -68,6 +68,15 @@ def from_ids(values: Iterable[object]) -> BitMap:
         values = list(values)
     if not values:
         return BitMap()
+    if len(values) <= 256:
+        # Short lists (the common JSON delta): a Python check beats numpy's setup cost.
+        for v in values:
+            if type(v) is not int:
+                break
+            if not 0 <= v <= MAX_USER_ID:
+                raise InvalidUserId(_range_message(v))
+        else:
+            return BitMap(values)
     for v in values:
         if type(v) is not int:  # bool, float, str, numpy scalars and None are refused
             if isinstance(v, np.integer):

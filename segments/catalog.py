@@ -42,10 +42,15 @@ class Sets:
     meta: str = "segmeta"
     map: str = "segmap"
     shard: str = "segshard"
+    prefix: str = ""
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Sets:
-        return cls(f"{prefix}segmeta", f"{prefix}segmap", f"{prefix}segshard")
+        return cls(f"{prefix}segmeta", f"{prefix}segmap", f"{prefix}segshard", prefix)
+
+    def named(self, base: str) -> str:
+        """A further set of this deployment (e.g. ingest staging), with the same prefix."""
+        return f"{self.prefix}{base}"
 
 
 @dataclass(frozen=True)

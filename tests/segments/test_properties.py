@@ -87,7 +87,7 @@ def test_warm_partial_and_cold_caches_agree_with_the_oracle(  # type: ignore[no-
     writer.warm()
     assert writer.reach(expr) == len(expected)
     # partial: a second client's cache was filled by narrower queries first
-    reader = segments.connect(store_url, set_prefix=writer.sets.meta[: -len("segmeta")])
+    reader = segments.connect(store_url, set_prefix=writer.sets.prefix)
     try:
         for w in warmup:
             assert reader.reach(w) == len(oracle(w, model))
