@@ -76,7 +76,7 @@ def from_ids(values: Iterable[object]) -> BitMap:
             if not 0 <= v <= MAX_USER_ID:
                 raise InvalidUserId(_range_message(v))
         else:
-            return BitMap(values)
+            return BitMap(values)  # type: ignore[arg-type]  # every value was checked to be an int
     for v in values:
         if type(v) is not int:  # bool, float, str, numpy scalars and None are refused
             if isinstance(v, np.integer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from . import bitmap as bm
 from .cache import SegmentCache
 from .catalog import Meta, SegmentInfo, Sets, decode_meta, shard_key
 from .engine import Engine, ReachResult, Snapshot, _Moved
-from .errors import Conflict, SegmentNotFound
+from .errors import Conflict, SegmentNotFound, SegmentsError
 from .expressions import Expr, to_expr
 from .names import check_name
 from .storage import Store, open_store
@@ -56,7 +57,6 @@ class Segments:
         self.writer = Writer(store, self.sets, self.engine)
         self.catalog_ttl = catalog_ttl
         self.lookup_staleness = lookup_staleness
-        self._catalog: tuple[float, list[str]] = (0.0, [])
         self._lookup: tuple[float, Snapshot] | None = None
 
     # -- writes -----------------------------------------------------------
@@ -110,7 +110,6 @@ class Segments:
 
     def _apply(self, name: str, change: Change) -> WriteResult:
         result = self.writer.apply(name, change)
-        self._catalog = (0.0, [])
         self._lookup = None
         return result
 
@@ -118,7 +117,6 @@ class Segments:
         """Delete a segment; ``SegmentNotFound`` if it does not exist."""
         check_name(name)
         self.writer.delete(name)
-        self._catalog = (0.0, [])
         self._lookup = None
 
     # -- metadata ---------------------------------------------------------
@@ -175,21 +173,42 @@ class Segments:
 
     def _lookup_snapshot(self, max_staleness: float) -> Snapshot:
         held = self._lookup
-        now = time.monotonic()
-        if held is not None and max_staleness > 0 and now - held[0] <= max_staleness:
+        if held is not None and max_staleness > 0 and time.monotonic() - held[0] <= max_staleness:
             return held[1]
-        names = self.names() if max_staleness <= 0 else self._names_at_most(max_staleness)
-        metas = {n: m for n, m in self.engine.read_metas(names).items() if m is not None}
+        return self.refresh_lookups()
+
+    def refresh_lookups(self) -> Snapshot:
+        """Read every segment's metadata (one scan) for ``segments_of`` to reuse."""
+        now = time.monotonic()
+        metas = {key: decode_meta(key, record) for key, record in self.store.scan(self.sets.meta)}
         snap = Snapshot(metas, self.engine.read_maps(metas.values()))
         self._lookup = (now, snap)
         return snap
 
-    def _names_at_most(self, max_staleness: float) -> list[str]:
-        stamp, names = self._catalog
-        if not stamp or time.monotonic() - stamp > min(self.catalog_ttl, max_staleness):
-            names = self.names()
-            self._catalog = (time.monotonic(), names)
-        return names
+    def keep_lookups_fresh(self, interval: float) -> Callable[[], None]:
+        """Refresh the lookup snapshot every ``interval`` seconds on a daemon thread.
+
+        With ``lookup_staleness`` above ``interval``, lookups never pay for the
+        refresh themselves. A store outage is ridden out (lookups then fail or
+        refresh on their own). Returns a function that stops the thread.
+        """
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.refresh_lookups()
+                except (SegmentsError, _Moved):
+                    continue
+
+        thread = threading.Thread(target=loop, name="segments-lookup-refresh", daemon=True)
+        thread.start()
+
+        def stopper() -> None:
+            stop.set()
+            thread.join(timeout=interval + 5)
+
+        return stopper
 
     def _segments_of(self, uid: int, max_staleness: float) -> list[str]:
         snap = self._lookup_snapshot(max_staleness)

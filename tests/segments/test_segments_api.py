@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -272,3 +273,20 @@ def test_warm_loads_every_segment_completely(segs: segments.Segments) -> None:
         assert other.reach("a & b | a") == len(range(0, 400000, 5))
         assert other.segments_of(5) == ["a"]
         assert other.cache.stats.shard_fetches == fetched
+
+
+def test_background_lookup_refresh(store_url: str) -> None:
+    if store_url == "memory://":
+        pytest.skip("a private memory store is not shared")
+    with segments.connect(store_url, lookup_staleness=60) as reader, segments.connect(store_url) as writer:
+        writer.replace("a", [1])
+        assert reader.segments_of(1) == ["a"]
+        stop = reader.keep_lookups_fresh(0.05)
+        try:
+            writer.replace("b", [1])
+            deadline = time.monotonic() + 30
+            while reader.segments_of(1) != ["a", "b"]:
+                assert time.monotonic() < deadline, "the background refresh never picked up the change"
+                time.sleep(0.02)
+        finally:
+            stop()
