@@ -28,14 +28,32 @@ class CacheStats:
 
 @dataclass(frozen=True)
 class Entry:
-    """One segment as far as it is loaded."""
+    """One segment as far as it is loaded.
+
+    A complete entry (the usual, hot case) points at the shard map it holds
+    every shard of and keeps no per-shard bookkeeping; a partial entry keeps
+    ``shard -> rid`` of the shard records merged into ``bitmap``.
+    """
 
     name: str
     map_key: str
     bitmap: BitMap
-    #: shard -> rid of the shard records merged into ``bitmap``
-    loaded: dict[int, int] = field(default_factory=dict)
+    partial: dict[int, int] = field(default_factory=dict)
     nbytes: int = 0
+    complete: ShardMap | None = None
+
+    @property
+    def loaded(self) -> dict[int, int]:
+        """shard -> rid of every shard held (built on each call for complete entries)."""
+        return self.complete.rids() if self.complete is not None else self.partial
+
+    def holds(self, shard: int) -> bool:
+        if self.complete is not None:
+            return self.complete.has(shard)
+        return shard in self.partial
+
+    def held_count(self) -> int:
+        return len(self.complete.entries) if self.complete is not None else len(self.partial)
 
     def valid_shards(self, shard_map: ShardMap) -> set[int]:
         """Loaded shards that are still current under ``shard_map``."""
@@ -45,7 +63,14 @@ class Entry:
         return {s for s, rid in self.loaded.items() if rids.get(s) == rid}
 
     def is_complete(self, shard_map: ShardMap) -> bool:
-        return shard_map.key == self.map_key and len(self.loaded) == len(shard_map.entries)
+        return shard_map.key == self.map_key and self.held_count() == len(shard_map.entries)
+
+
+def make_entry(name: str, shard_map: ShardMap, bitmap: BitMap, loaded: dict[int, int], nbytes: int) -> Entry:
+    """An entry, compacted to a complete one when it holds every shard of ``shard_map``."""
+    if len(loaded) == len(shard_map.entries):
+        return Entry(name, shard_map.key, bitmap, {}, nbytes, shard_map)
+    return Entry(name, shard_map.key, bitmap, loaded, nbytes)
 
 
 class SegmentCache:
@@ -122,15 +147,16 @@ def patched(entry: Entry | None, name: str, shard_map: ShardMap, fresh: dict[int
         if not stale and not fresh:
             if entry.map_key == shard_map.key:
                 return entry
-            return Entry(name, shard_map.key, entry.bitmap, dict(entry.loaded), entry.nbytes)
+            return make_entry(name, shard_map, entry.bitmap, dict(entry.loaded), entry.nbytes)
         base = entry.bitmap.copy()
         for s in stale:
             base.remove_range(s << 16, (s + 1) << 16)
         bitmap = BitMap.union(base, *fresh.values()) if fresh else base
-        loaded = {s: entry.loaded[s] for s in keep}
+        held = entry.loaded
+        loaded = {s: held[s] for s in keep}
         loaded.update({s: rids[s] for s in fresh})
     bitmap.shrink_to_fit()
-    return Entry(name, shard_map.key, bitmap, loaded, _size(bitmap))
+    return make_entry(name, shard_map, bitmap, loaded, _size(bitmap))
 
 
 def _size(bitmap: BitMap) -> int:

@@ -146,19 +146,31 @@ class ShardMap:
     entries: np.ndarray  # dtype SHARD_ENTRY, sorted by shard
 
     @property
-    def shards(self) -> frozenset[int]:
-        cached = getattr(self, "_shards", None)
+    def mask(self) -> int:
+        """The shards as an int bitmask (bit ``s`` for shard ``s``), memoised: ~1 bit per shard id."""
+        cached: int | None = getattr(self, "_mask", None)
         if cached is None:
-            cached = frozenset(int(s) for s in self.entries["shard"])
-            object.__setattr__(self, "_shards", cached)
+            shards = self.entries["shard"]
+            if not len(shards):
+                cached = 0
+            else:
+                bits = np.zeros(int(shards.max()) + 1, dtype=np.uint8)
+                bits[shards] = 1
+                cached = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
+            object.__setattr__(self, "_mask", cached)
         return cached
 
+    def has(self, shard: int) -> bool:
+        return bool((self.mask >> shard) & 1)
+
+    @property
+    def shards(self) -> frozenset[int]:
+        """The shard ids (built on each call: for slow paths; hot paths use ``mask``/``has``)."""
+        return frozenset(self.entries["shard"].tolist())
+
     def rids(self) -> dict[int, int]:
-        cached = getattr(self, "_rids", None)
-        if cached is None:
-            cached = dict(zip(self.entries["shard"].tolist(), self.entries["rid"].tolist()))
-            object.__setattr__(self, "_rids", cached)
-        return cached
+        """shard -> record id (built on each call: for slow paths)."""
+        return dict(zip(self.entries["shard"].tolist(), self.entries["rid"].tolist()))
 
     def cards(self) -> dict[int, int]:
         return dict(zip(self.entries["shard"].tolist(), self.entries["card"].tolist()))

@@ -152,7 +152,7 @@ class Segments:
     def _contains(self, name: str, uid: int) -> bool:
         snap = self.engine.snapshot([name])
         shard = bm.shard_of(uid)
-        if shard not in snap.maps[name].shards:
+        if not snap.maps[name].has(shard):
             return False
         bitmaps = self.engine.load(snap, {name: {shard}})
         return uid in bitmaps[name]
@@ -216,10 +216,10 @@ class Segments:
         found: list[str] = []
         slow: list[str] = []
         for name, shard_map in snap.maps.items():
-            if shard not in shard_map.shards:
+            if not shard_map.has(shard):
                 continue
             entry = self.cache.peek(name)
-            if entry is not None and entry.map_key == shard_map.key and shard in entry.loaded:
+            if entry is not None and entry.map_key == shard_map.key and entry.holds(shard):
                 if uid in entry.bitmap:
                     found.append(name)
             else:

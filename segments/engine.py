@@ -128,12 +128,12 @@ class Engine:
             shard_map = snap.maps[name]
             entry = self.cache.get(name)
             if entry is not None and entry.map_key == shard_map.key:
-                if len(entry.loaded) == len(shard_map.entries):
+                if entry.complete is not None:
                     # Hot and complete at the current version: no per-shard bookkeeping.
                     self.cache.stats.hits += 1
-                    out[name] = (entry.bitmap, shard_mask(shard_map))
+                    out[name] = (entry.bitmap, shard_map.mask)
                     continue
-                held = _mask_from(entry.loaded)
+                held = _mask_from(entry.partial)
                 if need is not None and need & ~held == 0:
                     self.cache.stats.hits += 1
                     out[name] = (entry.bitmap, held)
@@ -153,14 +153,14 @@ class Engine:
             missing: set[int] | frozenset[int]
             if entry is not None and entry.map_key == shard_map.key:
                 # Same version as cached: only shards never loaded can be missing.
-                loaded = entry.loaded
+                if entry.complete is not None:
+                    self.cache.stats.hits += 1
+                    continue
+                loaded = entry.partial
                 if need is None:
-                    if len(loaded) == len(shard_map.entries):
-                        self.cache.stats.hits += 1
-                        continue
                     missing = shard_map.shards - loaded.keys()
                 else:
-                    missing = {x for x in need if x not in loaded and x in shard_map.shards}
+                    missing = {x for x in need if x not in loaded and shard_map.has(x)}
                     if not missing:
                         self.cache.stats.hits += 1
                         continue
@@ -192,11 +192,11 @@ class Engine:
             entry = entries[name]
             shard_map = snap.maps[name]
             if entry is not None and not fresh[name] and entry.map_key == shard_map.key:
-                out[name] = (entry.bitmap, _mask_from(entry.loaded))
+                out[name] = (entry.bitmap, _held_mask(entry))
                 continue
             new_entry = patched(entry, name, shard_map, fresh[name])
             self.cache.put(new_entry)
-            out[name] = (new_entry.bitmap, _mask_from(new_entry.loaded))
+            out[name] = (new_entry.bitmap, _held_mask(new_entry))
         return out
 
     def retrying(self, body: Callable[[], _T]) -> _T:
@@ -245,13 +245,8 @@ class Engine:
         return self.retrying(body)
 
 
-def shard_mask(shard_map: ShardMap) -> int:
-    """A shard map's shards as an int bitmask (bit ``s`` set for shard ``s``), memoised on the map."""
-    cached: int | None = getattr(shard_map, "_mask", None)
-    if cached is None:
-        cached = _mask_from(shard_map.entries["shard"])
-        object.__setattr__(shard_map, "_mask", cached)
-    return cached
+def _held_mask(entry: Entry) -> int:
+    return entry.complete.mask if entry.complete is not None else _mask_from(entry.partial)
 
 
 def _mask_from(shards: Iterable[int]) -> int:
@@ -300,7 +295,7 @@ class _Planner:
         self.region: dict[int, int] = {}
 
     def mask(self, name: str) -> int:
-        return shard_mask(self.snap.maps[name])
+        return self.snap.maps[name].mask
 
     def ub(self, node: Expr) -> int:
         key = id(node)
