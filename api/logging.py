@@ -23,19 +23,19 @@ aggregated, and the duration.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import time
-import traceback
 import uuid
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from segments.logs import JsonFormatter as BaseJsonFormatter
+from segments.logs import TextFormatter as BaseTextFormatter
 
 __all__ = [
     "ENV_VAR",
@@ -59,11 +59,6 @@ REQUEST_ID_HEADER: Final = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _request_id: ContextVar[str | None] = ContextVar("segments_request_id", default=None)
 access_log = logging.getLogger("api.access")
-
-#: attributes every ``LogRecord`` has; anything else on a record came from ``extra=`` and is logged
-_STANDARD_ATTRS: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "color_message"}
-)
 
 
 def log_format(value: str | None = None) -> LogFormat:
@@ -90,47 +85,25 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: ts, level, logger, msg, request_id, the ``extra`` fields, exc."""
-
-    def __init__(self, use_colors: bool | None = None, **_ignored: Any) -> None:
-        # uvicorn may pass ``use_colors`` to the formatters it knows by name: accepted, unused.
-        super().__init__()
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None) or _request_id.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
-        for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and key not in entry:
-                entry[key] = value
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        elif record.exc_text:
-            entry["exc"] = record.exc_text
-        if record.stack_info:
-            entry["stack"] = record.stack_info
-        return json.dumps(entry, default=str, ensure_ascii=False, separators=(",", ":"))
+def _with_request_id(fields: dict[str, str], record: logging.LogRecord) -> dict[str, str]:
+    request_id = getattr(record, "request_id", None) or _request_id.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
+    return fields
 
 
-class _TextFormatter(logging.Formatter):
+class JsonFormatter(BaseJsonFormatter):
+    """The shared JSON formatter (``segments.logs``), with the request ID of the current request."""
+
+    def context(self, record: logging.LogRecord) -> dict[str, str]:
+        return _with_request_id(super().context(record), record)
+
+
+class _TextFormatter(BaseTextFormatter):
     """Readable lines: ``time level logger: msg [request_id=...]``."""
 
-    def __init__(self, use_colors: bool | None = None, **_ignored: Any) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        request_id = getattr(record, "request_id", None) or _request_id.get()
-        return f"{line} [request_id={request_id}]" if request_id and "request_id=" not in line else line
+    def context(self, record: logging.LogRecord) -> dict[str, str]:
+        return _with_request_id(super().context(record), record)
 
 
 def json_line(logger: str, message: str, level: int = logging.INFO) -> str:

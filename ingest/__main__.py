@@ -13,6 +13,7 @@ from confluent_kafka import KafkaException
 
 import segments
 from segments.errors import SegmentsError, StorageUnavailable
+from segments.logs import configure as configure_logging
 
 from .consumer import IngestConsumer
 from .metrics import IngestMetrics
@@ -37,11 +38,7 @@ class _Shutdown:
 
 def run(settings: IngestSettings) -> int:
     """Run the consumer until SIGTERM/SIGINT; return the exit status."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_format, settings.log_level)
     shutdown = _Shutdown()
     previous = {sig: signal.signal(sig, shutdown) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

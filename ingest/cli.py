@@ -45,6 +45,8 @@ def _add_kafka_options(parser: argparse.ArgumentParser) -> None:
                         help="extra librdkafka setting, repeatable; adds to SEGMENTS_KAFKA_OPTIONS (a JSON object)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="log level (env SEGMENTS_LOG_LEVEL; default info)")
+    parser.add_argument("--log-format", choices=["json", "text"],
+                        help="log lines as JSON objects or text (env SEGMENTS_LOG_FORMAT; default json)")
 
 
 def _settings(cls: type[KafkaSettings], args: argparse.Namespace, fields: dict[str, Any]) -> Any:
@@ -77,6 +79,7 @@ def ingest_settings(args: argparse.Namespace) -> IngestSettings:
         "batch_max_wait": args.batch_max_wait,
         "write_threads": args.write_threads,
         "log_level": args.log_level,
+        "log_format": args.log_format,
     })
     return settings
 

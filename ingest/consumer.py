@@ -48,6 +48,7 @@ from confluent_kafka import (
 
 from segments import Segments
 from segments.errors import SegmentsError
+from segments.logs import logging_context
 
 from .batcher import Batch, Consumed, Rejected, SegmentWork
 from .codec import decode
@@ -123,8 +124,9 @@ class IngestConsumer:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ingest-write") if threads > 1 else None
         self.metrics = metrics if metrics is not None else IngestMetrics()
         self.clock = clock
-        self.consumer = Consumer(consumer_config(settings))
-        self.dlq = Producer(dead_letter_config(settings))
+        # librdkafka's own messages go through logging (JSON like every other line), not raw stderr.
+        self.consumer = Consumer({**consumer_config(settings), "logger": logging.getLogger("ingest.kafka")})
+        self.dlq = Producer({**dead_letter_config(settings), "logger": logging.getLogger("ingest.kafka.dlq")})
         self.batch = Batch(settings.batch_max_messages, settings.batch_max_ids, settings.batch_max_wait)
         self._stop = threading.Event()
         self._assigned: set[TopicPart] = set()
@@ -243,6 +245,10 @@ class IngestConsumer:
         """Apply the batch (retrying through outages), then commit it."""
         started = self.clock()
         size = len(self.batch.records)
+        with logging_context(batch=_batch_id(self.batch.records)):
+            self._flush_in_context(final, started, size)
+
+    def _flush_in_context(self, final: bool, started: float, size: int) -> None:
         try:
             stats = self._apply_until_done(final=final)
             if stats is not None and self.batch.records:
@@ -537,6 +543,20 @@ class IngestConsumer:
         t = self._totals
         log.info("so far: %d messages, %d segment writes, %d dead letters, %d replays skipped",
                  t.messages, t.writes, t.dead_letters, t.replayed)
+
+
+def _batch_id(records: Sequence[Consumed]) -> str:
+    """``topic/partition@first-last`` of a batch's first partition (``+n`` more), for its log lines."""
+    if not records:
+        return "empty"
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        lo, hi = spans.get(key, (r.offset, r.offset))
+        spans[key] = (min(lo, r.offset), max(hi, r.offset))
+    (topic, partition), (lo, hi) = next(iter(spans.items()))
+    more = f"+{len(spans) - 1}" if len(spans) > 1 else ""
+    return f"{topic}/{partition}@{lo}-{hi}{more}"
 
 
 def _raw_headers(headers: object) -> list[tuple[str, str | bytes | None]]:

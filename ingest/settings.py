@@ -36,6 +36,7 @@ class KafkaSettings(BaseSettings):
     topic: str = Field(DEFAULT_TOPIC, description="topic of segment updates")
     kafka_options: dict[str, str] = Field(default_factory=dict, description="extra librdkafka settings")
     log_level: LogLevel = "info"
+    log_format: Literal["json", "text"] = Field("json", description="log lines as JSON objects or text")
 
     @field_validator("topic")
     @classmethod

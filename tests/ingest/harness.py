@@ -189,7 +189,7 @@ class IngestProcess:
             "--dlq-topic", topics.dlq,
             "--group", group or topics.group,
             "--store", store,
-            "--log-level", "debug",
+            "--log-level", "debug", "--log-format", "text",
         ]
         for key, value in FAST_GROUP.items():
             args += ["-X", f"{key}={value}"]
