@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-import segments
 from segments import Segments
 from segments.errors import StorageUnavailable
+from segments.storage import open_store
 
 from .metrics import Metrics
+from .nonblocking import GuardedStore
 from .settings import Settings
 
 
@@ -38,8 +39,9 @@ class Connection:
             if self._segments is None:
                 if self._closed:
                     raise StorageUnavailable("the API is shutting down")
-                self._segments = segments.connect(
-                    self.settings.store,
+                # segments.connect(url, ...) with the store behind the guard of run_nonblocking
+                self._segments = Segments(
+                    GuardedStore(open_store(self.settings.store)),
                     universe=self.settings.universe,
                     cache_bytes=self.settings.cache_bytes,
                     catalog_ttl=self.settings.catalog_ttl,

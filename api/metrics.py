@@ -6,6 +6,9 @@
   stay bounded; requests that matched no route are labelled ``<unmatched>``.
 * ``segments_reach_seconds``: engine time of reach queries (the ``took_ms`` of
   the responses), and ``segments_reach_total{outcome}``.
+* ``segments_lookups_total{path}``: ``GET /v1/users/{id}/segments`` answered on the
+  ``event_loop`` (fresh metadata snapshot, cached shards: no I/O) or in the
+  ``threadpool`` (the lookup had to read the store; see ``api.nonblocking``).
 * ``segments_cache_hits_total`` / ``segments_cache_misses_total`` /
   ``segments_cache_shard_fetches_total`` / ``segments_cache_evictions_total``,
   ``segments_cache_bytes``, ``segments_cache_entries``: the in-process bitmap cache.
@@ -63,6 +66,15 @@ class Metrics:
         self.reach_total = Counter(
             "segments_reach", "Reach queries by outcome.", ["outcome"], registry=self.registry
         )
+        self.lookups = Counter(
+            "segments_lookups",
+            "User segment lookups by where they ran: event_loop (no I/O needed) or threadpool.",
+            ["path"],
+            registry=self.registry,
+        )
+        # children resolved once: the hot route pays no label lookup
+        self.lookups_inline = self.lookups.labels("event_loop")
+        self.lookups_threaded = self.lookups.labels("threadpool")
 
     def watch(self, segments: Callable[[], Segments | None]) -> None:
         """Export the cache and catalog of the process's ``Segments`` at scrape time."""
