@@ -73,7 +73,7 @@ class Consumer:
         args = [
             sys.executable, "-m", "segments", "ingest", "--bootstrap-servers", bootstrap,
             "--topic", topic, "--dlq-topic", f"{topic}.dlq", "--group", f"bench-{uuid.uuid4().hex[:8]}",
-            "--store", store, "--log-level", level,
+            "--store", store, "--log-level", level, "--log-format", "text",
         ]  # fmt: skip
         for key, value in FAST_GROUP.items():
             args += ["-X", f"{key}={value}"]
