@@ -27,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 import segments
 from segments.errors import SegmentsError, StorageUnavailable
 
-from . import errors
+from . import errors, fastpath
 from .deps import Connection
 from .limits import BodyLimitMiddleware
 from .logging import RequestIdMiddleware
@@ -99,6 +99,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = [segment_routes.router, queries.router, health.router, page.router]
     for router in routers:
         app.include_router(router)
+    # the hottest routes skip FastAPI's routing and dependency solving (see api.fastpath)
+    fastpath.install(
+        app,
+        [route for router in routers for route in router.routes],
+        {
+            queries.user_segments: queries.user_segments_by_request,
+            queries.reach: queries.reach,
+            health.healthz: health.healthz_by_request,
+        },
+    )
     # path pattern -> methods, so a 405 can name every allowed method (see api.errors)
     app.state.route_methods = [
         (route.path_regex, frozenset(route.methods or ()))

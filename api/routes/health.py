@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -17,6 +17,11 @@ router = APIRouter(tags=["operations"])
 @router.get("/healthz", summary="The process is alive", response_model=Status)
 async def healthz() -> Response:
     return json_response({"status": "ok"})
+
+
+async def healthz_by_request(request: Request) -> Response:
+    """``healthz`` for ``api.fastpath``."""
+    return await healthz()
 
 
 @router.get(

@@ -125,3 +125,8 @@ async def user_segments(
     metrics: Metrics = request.app.state.metrics
     (metrics.lookups_inline if inline else metrics.lookups_threaded).inc()
     return json_response({"user_id": uid, "segments": names})
+
+
+async def user_segments_by_request(request: Request) -> Response:
+    """``user_segments`` for ``api.fastpath``: the user ID read from the matched path."""
+    return await user_segments(request, request.path_params["user_id"])
