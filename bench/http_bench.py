@@ -170,6 +170,11 @@ def run(cfg: Config, ds: datasets.Dataset, log: Log) -> dict[str, Any]:
         log(
             f"  hot c=8: {out['hot_c8']['throughput_rps']:.0f} req/s p99 {out['hot_c8']['latency']['p99_s'] * 1e3:.2f} ms"
         )
+    from .proposals import variants
+
+    if not any(v.module is not None for v in variants()):
+        log("  engine patches: all applied to segments/engine.py (or none applies): no patched server to compare")
+        return out
     log("  hot reach server with the proposed engine patches")
     with serve(ds.store_url, "--warm", patched=True) as server:
         r1 = client(
