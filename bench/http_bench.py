@@ -174,28 +174,8 @@ def run(cfg: Config, ds: datasets.Dataset, log: Log) -> dict[str, Any]:
 
     if not any(v.module is not None for v in variants()):
         log("  engine patches: all applied to segments/engine.py (or none applies): no patched server to compare")
-        return out
-    log("  hot reach server with the proposed engine patches")
-    with serve(ds.store_url, "--warm", patched=True) as server:
-        r1 = client(
-            {"base_url": server.base_url, "requests": reach_req, "warmup": 50, "count": cfg.http_requests}
-        )
-        out["hot_proposals"] = _summary(r1, samples=True)
-        log(
-            f"  hot c=1, proposals: p50 {out['hot_proposals']['latency']['median_s'] * 1e3:.2f} ms "
-            f"p99 {out['hot_proposals']['latency']['p99_s'] * 1e3:.2f} ms"
-        )
-        r8 = client(
-            {
-                "base_url": server.base_url,
-                "requests": reach_req,
-                "warmup": 10,
-                "concurrency": 8,
-                "seconds": cfg.http_seconds,
-            }
-        )
-        out["hot_c8_proposals"] = _summary(r8)
-        log(f"  hot c=8, proposals: {out['hot_c8_proposals']['throughput_rps']:.0f} req/s")
+    else:
+        _patched_server(ds.store_url, reach_req, cfg, out, log)
     if cfg.http_workers and (os.cpu_count() or 1) >= 2:
         with serve(ds.store_url, "--warm", "--workers", "2") as server:
             r8w = client(
@@ -277,3 +257,27 @@ def membership(cfg: Config, log: Log) -> dict[str, Any]:
         out["membership_stale"] = _summary(r)
         out["membership_stale"]["segments"] = len(mds.bitmaps)
     return out
+
+
+def _patched_server(store_url: str, reach_req: Any, cfg: Any, out: dict[str, Any], log: Any) -> None:
+    log("  hot reach server with the proposed engine patches")
+    with serve(store_url, "--warm", patched=True) as server:
+        r1 = client(
+            {"base_url": server.base_url, "requests": reach_req, "warmup": 50, "count": cfg.http_requests}
+        )
+        out["hot_proposals"] = _summary(r1, samples=True)
+        log(
+            f"  hot c=1, proposals: p50 {out['hot_proposals']['latency']['median_s'] * 1e3:.2f} ms "
+            f"p99 {out['hot_proposals']['latency']['p99_s'] * 1e3:.2f} ms"
+        )
+        r8 = client(
+            {
+                "base_url": server.base_url,
+                "requests": reach_req,
+                "warmup": 10,
+                "concurrency": 8,
+                "seconds": cfg.http_seconds,
+            }
+        )
+        out["hot_c8_proposals"] = _summary(r8)
+        log(f"  hot c=8, proposals: {out['hot_c8_proposals']['throughput_rps']:.0f} req/s")
