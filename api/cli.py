@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--lookup-staleness",
         type=float,
         help="seconds GET /v1/users/{id}/segments may reuse segment metadata "
-        "(env SEGMENTS_LOOKUP_STALENESS; default 0: always current)",
+        "(env SEGMENTS_LOOKUP_STALENESS; default 0.25; 0: read it on every call)",
     )
     parser.add_argument(
         "--log-format",

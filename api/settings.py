@@ -10,7 +10,7 @@
 | ``SEGMENTS_UNIVERSE`` | ``all`` | the segment ``~x`` is taken relative to |
 | ``SEGMENTS_CACHE_BYTES`` | 4 GiB | memory for hot segment bitmaps, per process |
 | ``SEGMENTS_CATALOG_TTL`` | ``1.0`` | seconds the list of segment names may be reused |
-| ``SEGMENTS_LOOKUP_STALENESS`` | ``0`` | seconds ``/v1/users/{id}/segments`` may reuse metadata (0: always current) |
+| ``SEGMENTS_LOOKUP_STALENESS`` | ``0.25`` | seconds ``/v1/users/{id}/segments`` may reuse metadata (0: read it on every call) |
 | ``SEGMENTS_WARM`` | off | load every segment into the cache before reporting ready |
 | ``SEGMENTS_DEMO`` / ``SEGMENTS_DEMO_USERS`` / ``SEGMENTS_DEMO_SEED`` | off / 10M / fixed | demo data on an empty store |
 | ``SEGMENTS_LOG_LEVEL`` | ``info`` | uvicorn log level |
