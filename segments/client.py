@@ -344,8 +344,8 @@ def connect(
     """Open the store at ``url`` (``memory://``, ``sqlite:///path``, ``aerospike://...``).
 
     ``lookup_staleness`` (seconds) lets ``segments_of`` reuse a metadata
-    snapshot that long (see there); ``catalog_ttl`` caps how long such lookups
-    reuse the list of segment names.
+    snapshot that long (see there). ``catalog_ttl`` is accepted for
+    compatibility and has no effect: lookups read all metadata in one scan.
     """
     return Segments(
         open_store(url),
