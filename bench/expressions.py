@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
@@ -78,22 +79,7 @@ def names_of(node: Expr) -> list[str]:
 
 def naive_eval(node: Expr, bitmaps: Mapping[str, BitMap]) -> BitMap:
     """Binary pyroaring operators, left to right, every intermediate materialised."""
-    if isinstance(node, Ref):
-        return bitmaps[node.name]
-    if isinstance(node, Not):
-        return bitmaps[UNIVERSE] - naive_eval(node.operand, bitmaps)
-    values = [naive_eval(op, bitmaps) for op in node.operands]
-    result = values[0]
-    for value in values[1:]:
-        if isinstance(node, And):
-            result = result & value
-        elif isinstance(node, Or):
-            result = result | value
-        elif isinstance(node, Diff):
-            result = result - value
-        else:
-            result = result ^ value
-    return result
+    return _fold(node, bitmaps)
 
 
 def naive_count(node: Expr, bitmaps: Mapping[str, BitMap]) -> int:
@@ -101,11 +87,17 @@ def naive_count(node: Expr, bitmaps: Mapping[str, BitMap]) -> int:
 
 
 def set_eval(node: Expr, sets: Mapping[str, set[int]]) -> set[int]:
+    """The same evaluation over Python sets."""
+    return _fold(node, sets)
+
+
+def _fold(node: Expr, values_of: Mapping[str, Any]) -> Any:
+    """Binary operators left to right over any type with ``& | - ^`` (bitmaps or sets)."""
     if isinstance(node, Ref):
-        return sets[node.name]
+        return values_of[node.name]
     if isinstance(node, Not):
-        return sets[UNIVERSE] - set_eval(node.operand, sets)
-    values = [set_eval(op, sets) for op in node.operands]
+        return values_of[UNIVERSE] - _fold(node.operand, values_of)
+    values = [_fold(op, values_of) for op in node.operands]
     result = values[0]
     for value in values[1:]:
         if isinstance(node, And):
