@@ -15,9 +15,26 @@ Every error the library raises on purpose is a ``SegmentsError``::
     ├── Conflict                     optimistic concurrency gave up (HTTP 409)
     └── StorageError
         ├── StorageUnavailable       store down or unreachable (HTTP 503)
-        │   └── StorageTimeout
+        │   ├── StorageTimeout
+        │   └── StorageFull              out of space / stop-writes: the operator must act
+        ├── StorageMisconfigured     unknown namespace, bad credentials, refused setting
         ├── RecordTooLarge           the store refused a record over its size limit
-        └── CorruptSegment           stored bytes failed validation
+        └── CorruptSegment           stored records are damaged or missing (names the segment)
+
+Every class says, once, what its errors mean for whoever handles them, in
+``fault`` (one of :class:`Fault`); the HTTP layer and the ingest consumer
+decide from it (and from nothing else) whether to retry, refuse or stop:
+
+=========== ================================================= ===================== ===========================
+``fault``   meaning                                           HTTP                  ingest
+=========== ================================================= ===================== ===========================
+CALLER      the input is unusable; the same input fails again 4xx                   dead-letter the message
+TRANSIENT   retrying later succeeds without anyone acting     503 (409 ``Conflict``) pause, retry the batch
+CAPACITY    the store is full; succeeds once space is freed   503                   pause, retry the batch
+OPERATOR    the store is misconfigured; nothing will succeed  503                   stop with a fatal log
+DATA        stored data of one segment is damaged            500 ``corrupt_data``  dead-letter that segment's
+                                                                                    messages, others go on
+=========== ================================================= ===================== ===========================
 
 Third-party exceptions (sqlite3, aerospike) are translated where they enter,
 with ``raise ... from exc``; none of their types leaves ``segments.storage``.
@@ -26,18 +43,37 @@ with ``raise ... from exc``; none of their types leaves ``segments.storage``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import StrEnum
+
+
+class Fault(StrEnum):
+    """Whose problem an error is, and so what handling it needs (see the module docstring)."""
+
+    CALLER = "caller"
+    TRANSIENT = "transient"
+    CAPACITY = "capacity"
+    OPERATOR = "operator"
+    DATA = "data"
+
+    @property
+    def retryable(self) -> bool:
+        """Retrying the same request later may succeed."""
+        return self in (Fault.TRANSIENT, Fault.CAPACITY)
 
 
 class SegmentsError(Exception):
     """Root of every error raised by the segments library."""
 
     code = "segments_error"
+    #: an error of no more specific class is treated as a bug of the library
+    fault = Fault.OPERATOR
 
 
 class InvalidInput(SegmentsError):
     """The caller supplied input that cannot be used."""
 
     code = "invalid_input"
+    fault = Fault.CALLER
 
 
 class ExpressionError(InvalidInput):
@@ -85,6 +121,7 @@ class SegmentNotFound(SegmentsError):
     """One or more segments do not exist."""
 
     code = "segment_not_found"
+    fault = Fault.CALLER
 
     def __init__(self, names: Iterable[str], message: str | None = None) -> None:
         self.names = sorted(set(names))
@@ -112,18 +149,21 @@ class Conflict(SegmentsError):
     """A conditional write lost to a concurrent writer (and retries ran out)."""
 
     code = "conflict"
+    fault = Fault.TRANSIENT
 
 
 class StorageError(SegmentsError):
-    """The store failed."""
+    """The store failed (an unclassified failure counts as temporary)."""
 
     code = "storage_error"
+    fault = Fault.TRANSIENT
 
 
 class StorageUnavailable(StorageError):
     """The store cannot be reached; retrying later may succeed."""
 
     code = "storage_unavailable"
+    fault = Fault.TRANSIENT
 
 
 class StorageTimeout(StorageUnavailable):
@@ -132,13 +172,36 @@ class StorageTimeout(StorageUnavailable):
     code = "storage_timeout"
 
 
+class StorageFull(StorageUnavailable):
+    """The store refuses writes for lack of space (stop-writes, disk full) until the operator acts."""
+
+    code = "storage_full"
+    fault = Fault.CAPACITY
+
+
+class StorageMisconfigured(StorageError):
+    """The store is set up wrongly for this service (namespace, credentials, a refused setting)."""
+
+    code = "storage_misconfigured"
+    fault = Fault.OPERATOR
+
+
 class RecordTooLarge(StorageError):
-    """The store refused a record larger than its configured limit."""
+    """The store refused a record larger than its configured limit (the input is too large)."""
 
     code = "record_too_large"
+    fault = Fault.CALLER
 
 
 class CorruptSegment(StorageError):
-    """Stored bytes could not be decoded."""
+    """A segment's stored records are damaged or missing: re-reading will not help.
+
+    ``segment`` names it when known; ``admin verify --fix`` repairs it.
+    """
 
     code = "corrupt_data"
+    fault = Fault.DATA
+
+    def __init__(self, message: str, segment: str | None = None) -> None:
+        super().__init__(message)
+        self.segment = segment

@@ -54,6 +54,8 @@ from ..errors import (
     RecordTooLarge,
     SegmentsError,
     StorageError,
+    StorageFull,
+    StorageMisconfigured,
     StorageTimeout,
     StorageUnavailable,
 )
@@ -155,38 +157,38 @@ def parse_url(url: str) -> AerospikeSettings:
     raw_url, url = url, _masked(url)
     scheme, sep, rest = raw_url.partition("://")
     if not sep or scheme.lower() != "aerospike":
-        raise StorageError(f"not an aerospike URL: {url!r}")
+        raise StorageMisconfigured(f"not an aerospike URL: {url!r}")
     if "#" in rest:
-        raise StorageError(f"aerospike URL {url!r}: a fragment ('#...') is not allowed")
+        raise StorageMisconfigured(f"aerospike URL {url!r}: a fragment ('#...') is not allowed")
     location, _, query = rest.partition("?")
     netloc, slash, path = location.partition("/")
     if "@" in netloc:
-        raise StorageError(
+        raise StorageMisconfigured(
             f"aerospike URL {url!r}: give credentials as query parameters (?user=...&password=...), "
             "not before the host"
         )
     hosts = tuple(_parse_host(part, url) for part in netloc.split(","))
     namespace = path.strip("/") if slash else ""
     if not namespace:
-        raise StorageError(
+        raise StorageMisconfigured(
             f"aerospike URL {url!r} names no namespace: expected aerospike://host:3000/namespace"
         )
     if "/" in namespace or len(namespace.encode()) > _MAX_NAMESPACE or _SET_FORBIDDEN.search(namespace):
-        raise StorageError(
+        raise StorageMisconfigured(
             f"aerospike URL {url!r}: invalid namespace {namespace!r} "
             f"(one path segment of at most {_MAX_NAMESPACE} bytes)"
         )
     values: dict[str, Any] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name not in _PARAMETERS:
-            raise StorageError(
+            raise StorageMisconfigured(
                 f"aerospike URL {url!r}: unknown parameter {name!r}; known: {', '.join(_PARAMETERS)}"
             )
         if name in values:
-            raise StorageError(f"aerospike URL {url!r}: parameter {name!r} is given twice")
+            raise StorageMisconfigured(f"aerospike URL {url!r}: parameter {name!r} is given twice")
         values[name] = _parse_parameter(name, value, url)
     if ("user" in values) != ("password" in values):
-        raise StorageError(f"aerospike URL {url!r}: user and password must be given together")
+        raise StorageMisconfigured(f"aerospike URL {url!r}: user and password must be given together")
     settings = AerospikeSettings(hosts=hosts, namespace=namespace, **values)
     if settings.socket_timeout_ms > settings.timeout_ms:
         settings = replace(settings, socket_timeout_ms=settings.timeout_ms)
@@ -201,31 +203,31 @@ def _masked(url: str) -> str:
 def _parse_host(text: str, url: str) -> tuple[str, int]:
     text = text.strip()
     if not text:
-        raise StorageError(f"aerospike URL {url!r}: empty host (expected host:port[,host2:port])")
+        raise StorageMisconfigured(f"aerospike URL {url!r}: empty host (expected host:port[,host2:port])")
     if text.startswith("["):  # [ipv6]:port
         host, bracket, port_text = text[1:].partition("]")
         if not bracket or (port_text and not port_text.startswith(":")):
-            raise StorageError(f"aerospike URL {url!r}: bad IPv6 host {text!r} (expected [addr]:port)")
+            raise StorageMisconfigured(f"aerospike URL {url!r}: bad IPv6 host {text!r} (expected [addr]:port)")
         port_text = port_text[1:]
     else:
         host, _, port_text = text.partition(":")
     if not host:
-        raise StorageError(f"aerospike URL {url!r}: empty host name in {text!r}")
+        raise StorageMisconfigured(f"aerospike URL {url!r}: empty host name in {text!r}")
     if not port_text:
         return host, DEFAULT_PORT
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise StorageError(f"aerospike URL {url!r}: bad port {port_text!r} for host {host!r} (1-65535)")
+        raise StorageMisconfigured(f"aerospike URL {url!r}: bad port {port_text!r} for host {host!r} (1-65535)")
     return host, int(port_text)
 
 
 def _parse_parameter(name: str, value: str, url: str) -> Any:
     if name in ("user", "password", "cluster_name"):
         if not value:
-            raise StorageError(f"aerospike URL {url!r}: parameter {name!r} is empty")
+            raise StorageMisconfigured(f"aerospike URL {url!r}: parameter {name!r} is empty")
         return value
     if name == "prefix":
         if not _PREFIX_RE.fullmatch(value) or len(value) > _MAX_SET_NAME - 1:
-            raise StorageError(
+            raise StorageMisconfigured(
                 f"aerospike URL {url!r}: set prefix {value!r} must be at most {_MAX_SET_NAME - 1} "
                 "characters of [A-Za-z0-9_.-]"
             )
@@ -236,10 +238,10 @@ def _parse_parameter(name: str, value: str, url: str) -> Any:
         except ValueError:
             seconds = -1.0
         if not 0 <= seconds <= 600:
-            raise StorageError(f"aerospike URL {url!r}: connect_timeout_s={value!r} is not 0-600 seconds")
+            raise StorageMisconfigured(f"aerospike URL {url!r}: connect_timeout_s={value!r} is not 0-600 seconds")
         return seconds
     if not value.isdigit() or not 0 < int(value) <= 3_600_000:
-        raise StorageError(f"aerospike URL {url!r}: {name}={value!r} is not a whole number of ms (1-3600000)")
+        raise StorageMisconfigured(f"aerospike URL {url!r}: {name}={value!r} is not a whole number of ms (1-3600000)")
     return int(value)
 
 
@@ -251,7 +253,7 @@ def _parse_parameter(name: str, value: str, url: str) -> Any:
 _CODES: dict[int, tuple[type[SegmentsError], str]] = {
     # client-side codes
     -1: (StorageUnavailable, "client error (no connection to the cluster?)"),
-    -2: (StorageError, "invalid request parameter"),
+    -2: (StorageMisconfigured, "invalid request parameter"),
     -4: (StorageUnavailable, "invalid host"),
     -5: (StorageUnavailable, "client is closing"),
     -6: (StorageUnavailable, "connection failed"),
@@ -268,20 +270,21 @@ _CODES: dict[int, tuple[type[SegmentsError], str]] = {
     1: (StorageError, "server error"),
     2: (StorageError, "record not found"),
     3: (Conflict, "generation mismatch"),
-    4: (StorageError, "the server rejected a parameter"),
+    4: (StorageMisconfigured, "the server rejected a parameter"),
     5: (Conflict, "record already exists"),
     7: (StorageUnavailable, "the cluster changed during the command"),
-    8: (StorageUnavailable, "the server is out of space (stop-writes)"),
+    8: (StorageFull, "the server is out of space (stop-writes)"),
     9: (StorageTimeout, "timeout"),
     11: (StorageUnavailable, "the cluster is unavailable (migrating or a node is missing)"),
-    12: (StorageError, "incompatible bin type"),
+    12: (CorruptSegment, "incompatible bin type (a record of this set was written by something else)"),
     13: (RecordTooLarge, "record too big"),
     14: (StorageUnavailable, "hot key: too many concurrent commands on this record"),
     15: (StorageUnavailable, "scan aborted"),
     18: (StorageUnavailable, "device overload"),
-    20: (StorageError, "namespace not found"),
-    21: (StorageError, "bad bin name"),
-    22: (StorageError, "forbidden by the server configuration"),
+    20: (StorageMisconfigured, "namespace not found"),
+    21: (StorageMisconfigured, "bad bin name"),
+    # 22 is also what a set at its stop-writes size answers: capacity, not the message's fault
+    22: (StorageFull, "forbidden by the server configuration (a set at stop-writes, or a refused TTL)"),
     212: (StorageTimeout, "query timeout"),
 }
 
@@ -298,7 +301,7 @@ def _error_for(
     """The ``segments`` error for an Aerospike result code."""
     cls, meaning = _CODES.get(code if code is not None else 1, (StorageError, "error"))
     if 50 <= (code or 0) <= 90:  # security: authentication and authorization
-        cls, meaning = StorageError, "security error (user, password or permissions)"
+        cls, meaning = StorageMisconfigured, "security error (user, password or permissions)"
     text = f"Aerospike {what} at {where}: {meaning} (code {code})"
     if code == 13:
         record = "the record" if size is None else f"the record (about {size} bytes)"
@@ -422,7 +425,7 @@ class AerospikeStore:
                 if not client.is_connected():
                     client.connect()
             except (aex.ParamError, aex.AdminError) as exc:
-                raise StorageError(
+                raise StorageMisconfigured(
                     f"cannot connect to Aerospike at {self._where}: {exc.msg} (code {exc.code})"
                 ) from exc
             except aex.AerospikeError as exc:
@@ -452,7 +455,7 @@ class AerospikeStore:
         # a single-node answer may still carry the command name: "namespaces\ttest;bar\n"
         names = [n for n in str(answer).rsplit("\t", 1)[-1].strip().split(";") if n]
         if self.namespace not in names:
-            raise StorageError(
+            raise StorageMisconfigured(
                 f"namespace {self.namespace!r} does not exist on the Aerospike cluster at {self._where} "
                 f"(it has: {', '.join(names) or 'none'}); add it to the server configuration"
             )

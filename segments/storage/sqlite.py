@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
-from ..errors import Conflict, CorruptSegment, StorageError, StorageTimeout, StorageUnavailable
+from ..errors import (
+    Conflict,
+    CorruptSegment,
+    StorageError,
+    StorageFull,
+    StorageMisconfigured,
+    StorageTimeout,
+    StorageUnavailable,
+)
 from ._codec import decode_bins, encode_bins
 from .base import Bins, Record
 
@@ -54,7 +62,14 @@ def _translated(path: str) -> Iterator[None]:
         text = str(exc)
         if "locked" in text or "busy" in text:
             raise StorageTimeout(f"sqlite store {path} is busy: {text}") from exc
+        if "full" in text:
+            raise StorageFull(f"sqlite store {path} is full: {text}") from exc
+        if "readonly" in text or "read-only" in text:
+            raise StorageMisconfigured(f"sqlite store {path} is not writable: {text}") from exc
         raise StorageUnavailable(f"sqlite store {path} failed: {text}") from exc
+    except sqlite3.ProgrammingError as exc:
+        # "Cannot operate on a closed database": the store is shutting down, the data is fine.
+        raise StorageUnavailable(f"sqlite store {path} is closed: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         raise CorruptSegment(f"sqlite store {path} is damaged: {exc}") from exc
 
