@@ -137,6 +137,15 @@ class Segments:
         metas = [decode_meta(key, record) for key, record in self.store.scan(self.sets.meta)]
         return [m.info() for m in sorted(metas, key=lambda m: m.name)]
 
+    def catalog(self, max_age: float) -> dict[str, SegmentInfo]:
+        """Every segment's info from a metadata snapshot at most ``max_age`` seconds old.
+
+        One scan of the metadata when the held snapshot (shared with user
+        lookups) is older; store errors propagate.
+        """
+        snap = self._lookup_snapshot(max_age)
+        return {name: meta.info() for name, meta in sorted(snap.metas.items())}
+
     def watermarks(self, names: Sequence[str], source: str) -> dict[str, int]:
         """The last ingest position recorded per segment for ``source`` (-1: none)."""
         metas = self.engine.read_metas(list(names))
