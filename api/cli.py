@@ -35,7 +35,6 @@ _FLAGS: dict[str, str] = {
     "warm": "--warm",
     "lookup_staleness": "--lookup-staleness",
     "api_keys": "(no flag)",
-    "catalog_ttl": "(no flag)",
 }
 
 

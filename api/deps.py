@@ -44,7 +44,6 @@ class Connection:
                     GuardedStore(open_store(self.settings.store)),
                     universe=self.settings.universe,
                     cache_bytes=self.settings.cache_bytes,
-                    catalog_ttl=self.settings.catalog_ttl,
                     lookup_staleness=self.settings.lookup_staleness,
                 )
             return self._segments

@@ -9,7 +9,6 @@
 | ``SEGMENTS_MAX_BODY_BYTES`` | 64 MiB | largest request body accepted (413 above) |
 | ``SEGMENTS_UNIVERSE`` | ``all`` | the segment ``~x`` is taken relative to |
 | ``SEGMENTS_CACHE_BYTES`` | 4 GiB | memory for hot segment bitmaps, per process |
-| ``SEGMENTS_CATALOG_TTL`` | ``1.0`` | seconds the list of segment names may be reused |
 | ``SEGMENTS_LOOKUP_STALENESS`` | ``0.25`` | seconds ``/v1/users/{id}/segments`` may reuse metadata (0: read it on every call) |
 | ``SEGMENTS_WARM`` | off | load every segment into the cache before reporting ready |
 | ``SEGMENTS_DEMO`` / ``SEGMENTS_DEMO_USERS`` / ``SEGMENTS_DEMO_SEED`` | off / 10M / fixed | demo data on an empty store |
@@ -49,7 +48,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 << 20, ge=1024)
     universe: str = "all"
     cache_bytes: int = Field(default=4 << 30, ge=0)
-    catalog_ttl: float = Field(default=1.0, ge=0)
     lookup_staleness: float = Field(
         default=0.25,
         ge=0,

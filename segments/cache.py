@@ -5,17 +5,31 @@ new version of the segment changes the rids of exactly the shards it
 rewrote, so a refresh fetches only those. Entries are never mutated once
 published: a refresh builds a new bitmap and swaps the entry, so a query
 running on another thread keeps a consistent view.
+
+Everything the cache holds (segment entries and shard maps) counts against
+one byte budget and is evicted in one least-recently-used order. Loads are
+single-flight: while one thread fetches a segment's shards, other threads
+that need the same segment wait for it (:meth:`SegmentCache.loading`) and
+then find it cached, so a herd of cold queries reads each shard once.
 """
 
 from __future__ import annotations
 
 import threading
+import zlib
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from pyroaring import BitMap
 
-from .catalog import ShardMap
+from .catalog import ShardMap, mask_of
+
+#: stripes of the single-flight locks (bounded memory whatever the number of segments)
+_FLIGHT_STRIPES = 64
+#: what an entry costs beyond its bitmap's containers
+_ENTRY_OVERHEAD = 200
 
 
 @dataclass
@@ -47,13 +61,14 @@ class Entry:
         """shard -> rid of every shard held (built on each call for complete entries)."""
         return self.complete.rids() if self.complete is not None else self.partial
 
+    @property
+    def held_mask(self) -> int:
+        return self.complete.mask if self.complete is not None else mask_of(self.partial)
+
     def holds(self, shard: int) -> bool:
         if self.complete is not None:
             return self.complete.has(shard)
         return shard in self.partial
-
-    def held_count(self) -> int:
-        return len(self.complete.entries) if self.complete is not None else len(self.partial)
 
     def valid_shards(self, shard_map: ShardMap) -> set[int]:
         """Loaded shards that are still current under ``shard_map``."""
@@ -62,33 +77,29 @@ class Entry:
         rids = shard_map.rids()
         return {s for s, rid in self.loaded.items() if rids.get(s) == rid}
 
-    def is_complete(self, shard_map: ShardMap) -> bool:
-        return shard_map.key == self.map_key and self.held_count() == len(shard_map.entries)
 
-
-def make_entry(name: str, shard_map: ShardMap, bitmap: BitMap, loaded: dict[int, int], nbytes: int) -> Entry:
-    """An entry, compacted to a complete one when it holds every shard of ``shard_map``."""
-    if len(loaded) == len(shard_map.entries):
-        return Entry(name, shard_map.key, bitmap, {}, nbytes, shard_map)
-    return Entry(name, shard_map.key, bitmap, loaded, nbytes)
+_Key = tuple[bool, str]  # (is a shard map, name or map key)
 
 
 class SegmentCache:
-    """An LRU of entries bounded by bitmap bytes."""
+    """An LRU of segment entries and shard maps bounded by their bytes."""
 
     def __init__(self, max_bytes: int = 4 << 30) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._maps: OrderedDict[str, ShardMap] = OrderedDict()
+        self._items: OrderedDict[_Key, tuple[Entry | ShardMap, int]] = OrderedDict()
+        self._entries: dict[str, Entry] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+        self._flights = [threading.Lock() for _ in range(_FLIGHT_STRIPES)]
         self.stats = CacheStats()
+
+    # -- entries ------------------------------------------------------------
 
     def get(self, name: str) -> Entry | None:
         with self._lock:
             entry = self._entries.get(name)
             if entry is not None:
-                self._entries.move_to_end(name)
+                self._items.move_to_end((False, name))
             return entry
 
     def peek(self, name: str) -> Entry | None:
@@ -97,31 +108,62 @@ class SegmentCache:
 
     def put(self, entry: Entry) -> None:
         with self._lock:
-            old = self._entries.pop(entry.name, None)
-            if old is not None:
-                self._bytes -= old.nbytes
             self._entries[entry.name] = entry
-            self._bytes += entry.nbytes
-            while self._bytes > self.max_bytes and len(self._entries) > 1:
-                _, evicted = self._entries.popitem(last=False)
-                self._bytes -= evicted.nbytes
-                self.stats.evictions += 1
+            self._store((False, entry.name), entry, entry.nbytes)
 
     def drop(self, name: str) -> None:
         with self._lock:
-            old = self._entries.pop(name, None)
-            if old is not None:
-                self._bytes -= old.nbytes
+            self._entries.pop(name, None)
+            held = self._items.pop((False, name), None)
+            if held is not None:
+                self._bytes -= held[1]
+
+    # -- shard maps ---------------------------------------------------------
 
     def get_map(self, key: str) -> ShardMap | None:
         with self._lock:
-            return self._maps.get(key)
+            held = self._items.get((True, key))
+            if held is None:
+                return None
+            self._items.move_to_end((True, key))
+            value = held[0]
+            assert isinstance(value, ShardMap)
+            return value
 
     def put_map(self, shard_map: ShardMap) -> None:
         with self._lock:
-            self._maps[shard_map.key] = shard_map
-            while len(self._maps) > 4096:
-                self._maps.popitem(last=False)
+            self._store((True, shard_map.key), shard_map, shard_map.nbytes)
+
+    # -- accounting ---------------------------------------------------------
+
+    def _store(self, key: _Key, value: Entry | ShardMap, nbytes: int) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        self._items[key] = (value, nbytes)
+        self._bytes += nbytes
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            (is_map, name), (_, size) = self._items.popitem(last=False)
+            self._bytes -= size
+            if not is_map:
+                self._entries.pop(name, None)
+            self.stats.evictions += 1
+
+    def count(self, *, hits: int = 0, misses: int = 0, shard_fetches: int = 0) -> None:
+        """Add to the statistics (under the lock: queries run on many threads)."""
+        with self._lock:
+            self.stats.hits += hits
+            self.stats.misses += misses
+            self.stats.shard_fetches += shard_fetches
+
+    @contextmanager
+    def loading(self, names: Iterable[str]) -> Iterator[None]:
+        """Hold the single-flight locks of ``names`` (in a fixed order, so never a deadlock)."""
+        stripes = sorted({zlib.crc32(n.encode()) % _FLIGHT_STRIPES for n in names})
+        with ExitStack() as stack:
+            for stripe in stripes:
+                stack.enter_context(self._flights[stripe])
+            yield
 
     @property
     def nbytes(self) -> int:
@@ -135,33 +177,40 @@ class SegmentCache:
             return list(self._entries)
 
 
+def make_entry(name: str, shard_map: ShardMap, bitmap: BitMap, loaded: dict[int, int]) -> Entry:
+    """An entry, compacted to a complete one when it holds every shard of ``shard_map``."""
+    if len(loaded) == len(shard_map.entries):
+        return Entry(name, shard_map.key, bitmap, {}, _size(bitmap), shard_map)
+    return Entry(name, shard_map.key, bitmap, loaded, _size(bitmap) + 16 * len(loaded))
+
+
 def patched(entry: Entry | None, name: str, shard_map: ShardMap, fresh: dict[int, BitMap]) -> Entry:
     """A new entry: ``entry`` minus stale shards plus ``fresh`` shards, under ``shard_map``."""
     rids = shard_map.rids()
     if entry is None:
         bitmap = BitMap.union(BitMap(), *fresh.values()) if fresh else BitMap()
-        loaded = {s: rids[s] for s in fresh}
-    else:
-        keep = entry.valid_shards(shard_map) - set(fresh)
-        stale = set(entry.loaded) - keep
-        if not stale and not fresh:
-            if entry.map_key == shard_map.key:
-                return entry
-            return make_entry(name, shard_map, entry.bitmap, dict(entry.loaded), entry.nbytes)
-        base = entry.bitmap.copy()
-        for s in stale:
-            base.remove_range(s << 16, (s + 1) << 16)
-        bitmap = BitMap.union(base, *fresh.values()) if fresh else base
-        held = entry.loaded
-        loaded = {s: held[s] for s in keep}
-        loaded.update({s: rids[s] for s in fresh})
+        bitmap.shrink_to_fit()
+        return make_entry(name, shard_map, bitmap, {s: rids[s] for s in fresh})
+    keep = entry.valid_shards(shard_map) - set(fresh)
+    stale = set(entry.loaded) - keep
+    if not stale and not fresh and entry.map_key == shard_map.key:
+        return entry
+    held = entry.loaded
+    loaded = {s: held[s] for s in keep}
+    loaded.update({s: rids[s] for s in fresh})
+    if not stale and not fresh:
+        return make_entry(name, shard_map, entry.bitmap, loaded)
+    base = entry.bitmap.copy()
+    for s in stale:
+        base.remove_range(s << 16, (s + 1) << 16)
+    bitmap = BitMap.union(base, *fresh.values()) if fresh else base
     bitmap.shrink_to_fit()
-    return make_entry(name, shard_map, bitmap, loaded, _size(bitmap))
+    return make_entry(name, shard_map, bitmap, loaded)
 
 
 def _size(bitmap: BitMap) -> int:
     stats = bitmap.get_statistics()
-    return int(
+    return _ENTRY_OVERHEAD + int(
         stats["n_bytes_array_containers"]
         + stats["n_bytes_run_containers"]
         + stats["n_bytes_bitset_containers"]

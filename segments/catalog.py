@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -135,7 +136,7 @@ def decode_meta(name: str, record: Record) -> Meta:
             generation=record.generation,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptSegment(f"metadata of segment {name!r} is damaged: {exc}") from exc
+        raise CorruptSegment(f"metadata of segment {name!r} is damaged: {exc}", segment=name) from exc
 
 
 @dataclass(frozen=True)
@@ -150,30 +151,54 @@ class ShardMap:
         """The shards as an int bitmask (bit ``s`` for shard ``s``), memoised: ~1 bit per shard id."""
         cached: int | None = getattr(self, "_mask", None)
         if cached is None:
-            shards = self.entries["shard"]
-            if not len(shards):
-                cached = 0
-            else:
-                bits = np.zeros(int(shards.max()) + 1, dtype=np.uint8)
-                bits[shards] = 1
-                cached = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
+            cached = mask_of(self.entries["shard"])
             object.__setattr__(self, "_mask", cached)
         return cached
 
+    @property
+    def nbytes(self) -> int:
+        """What the map costs in memory (for the cache's byte budget)."""
+        return int(self.entries.nbytes) + len(self.key) + 200
+
     def has(self, shard: int) -> bool:
         return bool((self.mask >> shard) & 1)
-
-    @property
-    def shards(self) -> frozenset[int]:
-        """The shard ids (built on each call: for slow paths; hot paths use ``mask``/``has``)."""
-        return frozenset(self.entries["shard"].tolist())
 
     def rids(self) -> dict[int, int]:
         """shard -> record id (built on each call: for slow paths)."""
         return dict(zip(self.entries["shard"].tolist(), self.entries["rid"].tolist()))
 
-    def cards(self) -> dict[int, int]:
-        return dict(zip(self.entries["shard"].tolist(), self.entries["card"].tolist()))
+    def triples(self) -> list[tuple[int, int, int]]:
+        """``(shard, cardinality, rid)`` of every shard, in shard order."""
+        e = self.entries
+        return list(zip(e["shard"].tolist(), e["card"].tolist(), e["rid"].tolist()))
+
+
+def mask_of(shards: Iterable[int] | np.ndarray) -> int:
+    """An int bitmask with bit ``s`` set for every shard ``s``."""
+    arr = shards if isinstance(shards, np.ndarray) else np.fromiter(shards, dtype=np.int64)
+    if not len(arr):
+        return 0
+    bits = np.zeros(int(arr.max()) + 1, dtype=np.uint8)
+    bits[arr] = 1
+    return int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
+
+
+def _bits(mask: int) -> np.ndarray:
+    raw = np.frombuffer(mask.to_bytes((mask.bit_length() + 7) // 8, "little"), dtype=np.uint8)
+    return np.unpackbits(raw, bitorder="little")
+
+
+def shards_in(mask: int) -> list[int]:
+    """The shards of a bitmask, ascending."""
+    return np.flatnonzero(_bits(mask)).tolist() if mask else []
+
+
+def runs_in(mask: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` shard ranges of the set bits of ``mask``."""
+    if not mask:
+        return []
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], _bits(mask).astype(np.int8), [0]))))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 EMPTY_MAP = ShardMap("", np.zeros(0, dtype=SHARD_ENTRY))
@@ -188,11 +213,13 @@ def encode_map(entries: dict[int, tuple[int, int]]) -> bytes:
     return arr.tobytes()
 
 
-def decode_map(key: str, record: Record) -> ShardMap:
+def decode_map(name: str, key: str, record: Record) -> ShardMap:
     raw = record.bins.get("shards")
     if not isinstance(raw, bytes) or len(raw) % SHARD_ENTRY.itemsize:
-        raise CorruptSegment(f"shard map {key!r} is damaged")
+        raise CorruptSegment(f"segment {name!r}: its shard map {key!r} is damaged", segment=name)
     arr = np.frombuffer(raw, dtype=SHARD_ENTRY)
+    if len(arr) > 1 and not bool(np.all(arr["shard"][1:] > arr["shard"][:-1])):
+        raise CorruptSegment(f"segment {name!r}: its shard map {key!r} is not sorted by shard", segment=name)
     return ShardMap(key, arr)
 
 

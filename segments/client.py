@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -11,14 +11,17 @@ from pyroaring import BitMap
 
 from . import bitmap as bm
 from .cache import SegmentCache
-from .catalog import Meta, SegmentInfo, Sets, decode_meta, shard_key
-from .engine import Engine, ReachResult, Snapshot, _Moved
-from .errors import Conflict, SegmentNotFound, SegmentsError
+from .catalog import Meta, SegmentInfo, Sets
+from .engine import Engine, ReachResult
+from .errors import CorruptSegment, SegmentNotFound
 from .expressions import Expr, to_expr
 from .names import check_name
+from .records import RecordReader, Snapshot
 from .storage import Store, open_store
 from .types import UserSet
 from .writer import Change, Writer, WriteResult
+
+log = logging.getLogger("segments")
 
 DEFAULT_UNIVERSE = "all"
 
@@ -46,16 +49,15 @@ class Segments:
         universe: str = DEFAULT_UNIVERSE,
         set_prefix: str = "",
         cache_bytes: int = 4 << 30,
-        catalog_ttl: float = 1.0,
         lookup_staleness: float = 0.0,
     ) -> None:
         self.store = store
         self.universe = check_name(universe)
         self.sets = Sets.with_prefix(set_prefix) if set_prefix else Sets()
         self.cache = SegmentCache(cache_bytes)
-        self.engine = Engine(store, self.sets, self.cache, self.universe)
-        self.writer = Writer(store, self.sets, self.engine)
-        self.catalog_ttl = catalog_ttl
+        self.reader = RecordReader(store, self.sets, self.cache)
+        self.engine = Engine(self.reader, self.cache, self.universe)
+        self.writer = Writer(store, self.sets, self.reader, self.cache)
         self.lookup_staleness = lookup_staleness
         self._lookup: tuple[float, Snapshot] | None = None
 
@@ -123,7 +125,7 @@ class Segments:
 
     def info(self, name: str) -> SegmentInfo:
         check_name(name)
-        meta = self.engine.read_metas([name])[name]
+        meta = self.reader.meta(name)
         if meta is None:
             raise SegmentNotFound([name])
         return meta.info()
@@ -133,9 +135,11 @@ class Segments:
         return sorted(key for key, _ in self.store.scan(self.sets.meta))
 
     def infos(self) -> list[SegmentInfo]:
-        """Every segment's info, sorted by name."""
-        metas = [decode_meta(key, record) for key, record in self.store.scan(self.sets.meta)]
-        return [m.info() for m in sorted(metas, key=lambda m: m.name)]
+        """Every segment's info, sorted by name (a segment whose metadata is damaged is logged and left out)."""
+        metas, damaged = self.reader.all_metas()
+        for exc in damaged.values():
+            log.error("%s", exc)
+        return [metas[n].info() for n in sorted(metas)]
 
     def catalog(self, max_age: float) -> dict[str, SegmentInfo]:
         """Every segment's info from a metadata snapshot at most ``max_age`` seconds old.
@@ -148,7 +152,7 @@ class Segments:
 
     def watermarks(self, names: Sequence[str], source: str) -> dict[str, int]:
         """The last ingest position recorded per segment for ``source`` (-1: none)."""
-        metas = self.engine.read_metas(list(names))
+        metas = self.reader.metas(list(names))
         return {n: (m.watermarks.get(source, -1) if m else -1) for n, m in metas.items()}
 
     # -- membership -------------------------------------------------------
@@ -156,29 +160,32 @@ class Segments:
     def contains(self, name: str, user_id: int) -> bool:
         check_name(name)
         uid = bm.check_user_id(user_id)
-        return self.engine.retrying(lambda: self._contains(name, uid))
-
-    def _contains(self, name: str, uid: int) -> bool:
-        snap = self.engine.snapshot([name])
         shard = bm.shard_of(uid)
-        if not snap.maps[name].has(shard):
-            return False
-        bitmaps = self.engine.load(snap, {name: {shard}})
-        return uid in bitmaps[name]
+
+        def body() -> bool:
+            snap = self.reader.snapshot([name])
+            if not snap.maps[name].has(shard):
+                return False
+            return uid in self.engine.load(snap, {name: 1 << shard})[name][0]
+
+        return self.reader.consistent(body)
 
     def segments_of(self, user_id: int, *, max_staleness: float | None = None) -> list[str]:
         """Names of the segments that contain ``user_id``, sorted.
 
-        By default every call reads the metadata of all segments (one batch
-        read) so the answer reflects every committed change. A service that
-        must answer within a millisecond can pass ``max_staleness`` (seconds):
-        the metadata snapshot is then reused for that long, so a change becomes
+        By default every call reads the metadata of all segments (one scan)
+        so the answer reflects every committed change. A service that must
+        answer within a millisecond can pass ``max_staleness`` (seconds): the
+        metadata snapshot is then reused for that long, so a change becomes
         visible at most that much later. ``None`` uses the ``lookup_staleness``
         given to ``connect`` (0 by default).
+
+        A damaged segment is left out of the answer (logged, and counted in
+        ``reader.stats.damaged``) rather than failing every lookup.
         """
         uid = bm.check_user_id(user_id)
         staleness = self.lookup_staleness if max_staleness is None else max_staleness
-        return self.engine.retrying(lambda: self._segments_of(uid, staleness))
+        return self.reader.consistent(lambda: self._segments_of(uid, staleness))
 
     def _lookup_snapshot(self, max_staleness: float) -> Snapshot:
         held = self._lookup
@@ -187,37 +194,25 @@ class Segments:
         return self.refresh_lookups()
 
     def refresh_lookups(self) -> Snapshot:
-        """Read every segment's metadata (one scan) for ``segments_of`` to reuse."""
+        """Read every segment's metadata (one scan) for ``segments_of`` and ``catalog`` to reuse."""
         now = time.monotonic()
-        metas = {key: decode_meta(key, record) for key, record in self.store.scan(self.sets.meta)}
-        snap = Snapshot(metas, self.engine.read_maps(metas.values()))
+
+        def body() -> Snapshot:
+            metas, damaged = self.reader.all_metas()
+            for exc in damaged.values():
+                log.error("lookups leave out a segment: %s", exc)
+            while True:
+                try:
+                    return Snapshot(metas, self.reader.maps(metas.values()))
+                except CorruptSegment as exc:
+                    if exc.segment not in metas:
+                        raise
+                    log.error("lookups leave out a segment: %s", exc)
+                    metas = {n: m for n, m in metas.items() if n != exc.segment}
+
+        snap = self.reader.consistent(body)
         self._lookup = (now, snap)
         return snap
-
-    def keep_lookups_fresh(self, interval: float) -> Callable[[], None]:
-        """Refresh the lookup snapshot every ``interval`` seconds on a daemon thread.
-
-        With ``lookup_staleness`` above ``interval``, lookups never pay for the
-        refresh themselves. A store outage is ridden out (lookups then fail or
-        refresh on their own). Returns a function that stops the thread.
-        """
-        stop = threading.Event()
-
-        def loop() -> None:
-            while not stop.wait(interval):
-                try:
-                    self.refresh_lookups()
-                except (SegmentsError, _Moved):
-                    continue
-
-        thread = threading.Thread(target=loop, name="segments-lookup-refresh", daemon=True)
-        thread.start()
-
-        def stopper() -> None:
-            stop.set()
-            thread.join(timeout=interval + 5)
-
-        return stopper
 
     def _segments_of(self, uid: int, max_staleness: float) -> list[str]:
         snap = self._lookup_snapshot(max_staleness)
@@ -233,14 +228,20 @@ class Segments:
                     found.append(name)
             else:
                 slow.append(name)
-        if slow:
-            sub = Snapshot({n: snap.metas[n] for n in slow}, {n: snap.maps[n] for n in slow})
+        while slow:
             try:
-                bitmaps = self.engine.load(sub, {n: {shard} for n in slow})
-            except _Moved:
-                self._lookup = None
+                loaded = self.engine.load(snap.only(slow), {n: 1 << shard for n in slow})
+            except CorruptSegment as exc:
+                if exc.segment not in slow:
+                    raise
+                log.error("user lookup leaves out a segment: %s", exc)
+                slow.remove(exc.segment)
+                continue
+            except BaseException:
+                self._lookup = None  # moved records: the retry reads fresh metadata
                 raise
-            found.extend(n for n in slow if uid in bitmaps[n])
+            found.extend(n for n in slow if uid in loaded[n][0])
+            break
         return sorted(found)
 
     def warm(self, names: Sequence[str] | None = None, *, progress: Callable[[str], None] | None = None) -> int:
@@ -297,34 +298,11 @@ class Segments:
         """A segment's members shard by shard, in ID order, reading one batch of shards at a time.
 
         Memory stays bounded by the batch size, whatever the segment's size.
-        The shards come from one committed version of the segment.
+        The shards come from one committed version of the segment (``Conflict``
+        if a writer replaces it before the last shard was read).
         """
         check_name(name)
-        for attempt in range(8):
-            snap = self.engine.retrying(lambda: self.engine.snapshot([name]))
-            shard_map = snap.maps[name]
-            entries = list(zip(shard_map.entries["shard"].tolist(), shard_map.entries["rid"].tolist()))
-            if not entries:
-                return
-            first = self.store.get_many(self.sets.shard, [shard_key(name, entries[0][0], entries[0][1])])
-            if first[0] is None:
-                time.sleep(0.001 * 2**attempt)
-                continue
-            yield from self._stream(name, entries)
-            return
-        raise Conflict(f"segment {name!r} kept changing while the export started; retry")
-
-    def _stream(self, name: str, entries: list[tuple[int, int]]) -> Iterator[tuple[int, BitMap]]:
-        for start in range(0, len(entries), 64):
-            chunk = entries[start : start + 64]
-            records = self.store.get_many(self.sets.shard, [shard_key(name, s, r) for s, r in chunk])
-            for (shard, _), record in zip(chunk, records):
-                if record is None:
-                    raise Conflict(
-                        f"segment {name!r} changed during export (shard {shard} was replaced); retry"
-                    )
-                raw = record.bins.get("bm")
-                yield shard, bm.deserialize(raw if isinstance(raw, bytes) else b"", untrusted=False)
+        return self.reader.stream(name)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -347,21 +325,18 @@ def connect(
     universe: str = DEFAULT_UNIVERSE,
     set_prefix: str = "",
     cache_bytes: int = 4 << 30,
-    catalog_ttl: float = 1.0,
     lookup_staleness: float = 0.0,
 ) -> Segments:
     """Open the store at ``url`` (``memory://``, ``sqlite:///path``, ``aerospike://...``).
 
     ``lookup_staleness`` (seconds) lets ``segments_of`` reuse a metadata
-    snapshot that long (see there). ``catalog_ttl`` is accepted for
-    compatibility and has no effect: lookups read all metadata in one scan.
+    snapshot that long (see there).
     """
     return Segments(
         open_store(url),
         universe=universe,
         set_prefix=set_prefix,
         cache_bytes=cache_bytes,
-        catalog_ttl=catalog_ttl,
         lookup_staleness=lookup_staleness,
     )
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from pyroaring import BitMap, FrozenBitMap
 
 from . import bitmap as bm
-from .catalog import Meta, Sets, ShardMap, encode_map, map_key, new_rid, now_ms, shard_key
-from .engine import Engine, _Moved
-from .errors import Conflict, SegmentNotFound
+from .cache import SegmentCache
+from .catalog import EMPTY_MAP, Meta, Sets, encode_map, map_key, new_rid, now_ms, shard_key
+from .errors import Conflict, CorruptSegment, SegmentNotFound
+from .records import RecordReader
 from .storage.base import Store
 from .types import BinValue
 
@@ -41,6 +42,8 @@ class Change:
     #: ingest position: the change is skipped when ``position <= watermarks[source]``
     source: str | None = None
     position: int | None = None
+    #: apply only to this version of the segment (``Conflict`` otherwise, not retried)
+    expect_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,40 +52,65 @@ class WriteResult:
     applied: bool
 
 
+def _recorded(meta: Meta, change: Change) -> bool:
+    """The segment already recorded this change's ingest position (a replay)."""
+    return (
+        change.source is not None
+        and change.position is not None
+        and change.position <= meta.watermarks.get(change.source, -1)
+    )
+
+
+@dataclass(frozen=True)
+class _Base:
+    """What a change is applied to: one consistent version of the segment."""
+
+    meta: Meta | None
+    entries: dict[int, tuple[int, int]]  # shard -> (cardinality, rid)
+    parts: dict[int, BitMap | None]  # the new content of every shard the change rewrites
+
+
 class Writer:
-    def __init__(self, store: Store, sets: Sets, engine: Engine) -> None:
+    def __init__(self, store: Store, sets: Sets, reader: RecordReader, cache: SegmentCache) -> None:
         self.store = store
         self.sets = sets
-        self.engine = engine
+        self.reader = reader
+        self.cache = cache
 
     def apply(self, name: str, change: Change) -> WriteResult:
         for attempt in range(_MAX_ATTEMPTS):
             try:
                 return self._attempt(name, change)
-            except (Conflict, _Moved):
+            except Conflict:
+                if change.expect_version is not None:
+                    raise
                 time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
         raise Conflict(f"segment {name!r} is changing too fast: gave up after {_MAX_ATTEMPTS} attempts")
 
+    def _read(self, name: str, change: Change) -> _Base:
+        meta = self.reader.meta(name)
+        if meta is None:
+            return _Base(None, {}, self._new_parts(name, change, None, {}))
+        if _recorded(meta, change) or (
+            change.expect_version is not None and meta.version != change.expect_version
+        ):
+            return _Base(meta, {}, {})  # nothing will be written: read nothing more
+        old_map = self.reader.maps([meta])[name]
+        entries = {s: (c, r) for s, c, r in old_map.triples()}
+        return _Base(meta, entries, self._new_parts(name, change, meta, entries))
+
     def _attempt(self, name: str, change: Change) -> WriteResult:
-        meta = self.engine.read_metas([name])[name]
+        base = self.reader.consistent(lambda: self._read(name, change))
+        meta = base.meta
+        if change.expect_version is not None and (meta is None or meta.version != change.expect_version):
+            found = "deleted" if meta is None else f"at version {meta.version}"
+            raise Conflict(f"segment {name!r} is {found}, not at version {change.expect_version}")
         if meta is None and not change.create:
             raise SegmentNotFound([name])
-        if (
-            meta is not None
-            and change.source is not None
-            and change.position is not None
-            and change.position <= meta.watermarks.get(change.source, -1)
-        ):
+        if meta is not None and _recorded(meta, change):
             return WriteResult(meta, False)
-        old_map = self.engine.read_maps([meta])[name] if meta is not None else None
-        old_entries = {} if old_map is None else {
-            s: (c, r) for s, c, r in zip(
-                old_map.entries["shard"].tolist(),
-                old_map.entries["card"].tolist(),
-                old_map.entries["rid"].tolist(),
-            )
-        }
-        new_parts = self._new_parts(name, change, old_map, old_entries)
+        old_entries = base.entries
+        new_parts = base.parts
         entries = dict(old_entries) if change.replace is None else {}
         new_records: list[tuple[str, dict[str, BinValue]]] = []
         for shard, part in new_parts.items():
@@ -149,7 +177,7 @@ class Writer:
         self,
         name: str,
         change: Change,
-        old_map: ShardMap | None,
+        meta: Meta | None,
         old_entries: dict[int, tuple[int, int]],
     ) -> dict[int, BitMap | None]:
         if change.replace is not None:
@@ -161,14 +189,9 @@ class Writer:
             return {}
         old_parts: dict[int, BitMap] = {}
         existing = sorted(touched & set(old_entries))
-        if existing:
-            keys = [shard_key(name, s, old_entries[s][1]) for s in existing]
-            records = self.store.get_many(self.sets.shard, keys)
-            for shard, record in zip(existing, records):
-                if record is None:
-                    raise _Moved(name)
-                raw = record.bins.get("bm")
-                old_parts[shard] = bm.deserialize(raw if isinstance(raw, bytes) else b"", untrusted=False)
+        if existing and meta is not None:
+            wanted = [(name, s, old_entries[s][1]) for s in existing]
+            old_parts = dict(zip(existing, self.reader.shards({name: meta}, wanted)))
         out: dict[int, BitMap | None] = {}
         for shard in sorted(touched):
             old = old_parts.get(shard, BitMap())
@@ -187,24 +210,30 @@ class Writer:
                     pass
 
     def delete(self, name: str) -> None:
+        """Delete a segment, also a damaged one (whose unreadable records are left to GC)."""
         for attempt in range(_MAX_ATTEMPTS):
-            meta = self.engine.read_metas([name])[name]
-            if meta is None:
-                raise SegmentNotFound([name])
             try:
-                old_map = self.engine.read_maps([meta])[name]
-            except _Moved:
-                continue
+                snap = self.reader.consistent(lambda: self.reader.snapshot([name]))
+                meta, old_map = snap.metas[name], snap.maps[name]
+            except CorruptSegment:
+                try:
+                    found = self.reader.meta(name)
+                except CorruptSegment:  # the meta itself is unreadable: remove it as it is
+                    self.store.delete(self.sets.meta, name)
+                    self.cache.drop(name)
+                    return
+                if found is None:
+                    raise SegmentNotFound([name]) from None
+                meta, old_map = found, EMPTY_MAP
             try:
                 self.store.delete(self.sets.meta, name, generation=meta.generation)
             except Conflict:
                 time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
                 continue
             self._discard(
-                [shard_key(name, int(s), int(r)) for s, r in zip(old_map.entries["shard"], old_map.entries["rid"])],
+                [shard_key(name, s, r) for s, _, r in old_map.triples()],
                 [meta.map_key] if meta.map_key else [],
             )
-            self.engine.cache.drop(name)
+            self.cache.drop(name)
             return
         raise Conflict(f"segment {name!r} is changing too fast to delete")
-

@@ -480,7 +480,7 @@ def test_segments_end_to_end_against_a_set_model(aerospike_target: AerospikeTarg
     rng = random.Random(2024)
     universe_ids = range(0, 600_000)  # spans ten shards
     model: dict[str, set[int]] = {}
-    with segments.connect(aerospike_url(aerospike_target), catalog_ttl=0.0) as segs:
+    with segments.connect(aerospike_url(aerospike_target)) as segs:
         for step in range(40):
             name = rng.choice(["all", "a", "b", "c", "d"])
             action = rng.choice(["replace", "add", "remove", "delete"])

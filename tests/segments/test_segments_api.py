@@ -275,18 +275,3 @@ def test_warm_loads_every_segment_completely(segs: segments.Segments) -> None:
         assert other.cache.stats.shard_fetches == fetched
 
 
-def test_background_lookup_refresh(store_url: str) -> None:
-    if store_url == "memory://":
-        pytest.skip("a private memory store is not shared")
-    with segments.connect(store_url, lookup_staleness=60) as reader, segments.connect(store_url) as writer:
-        writer.replace("a", [1])
-        assert reader.segments_of(1) == ["a"]
-        stop = reader.keep_lookups_fresh(0.05)
-        try:
-            writer.replace("b", [1])
-            deadline = time.monotonic() + 30
-            while reader.segments_of(1) != ["a", "b"]:
-                assert time.monotonic() < deadline, "the background refresh never picked up the change"
-                time.sleep(0.02)
-        finally:
-            stop()
