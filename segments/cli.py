@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
+from .admin import GC_GRACE_MS
 from .client import connect
 from .errors import SegmentsError
 
@@ -57,9 +58,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         bad = [r for r in reports if not r.ok]
         for report in reports:
             print(json.dumps({"segment": report.name, "ok": report.ok, "problems": report.problems,
-                              "fixed": report.fixed}))
+                              "fixed": report.fixed, "note": report.note}))
         if args.gc:
-            print(json.dumps({"garbage_collected": admin.collect_garbage(segs)}))
+            collected = admin.collect_garbage(segs, grace_ms=int(args.gc_grace * 1000))
+            print(json.dumps({"garbage_collected": collected}))
     print(f"{len(reports)} segments checked, {len(bad)} with problems"
           + (f", {sum(r.fixed for r in bad)} fixed" if args.fix else ""), file=sys.stderr)
     return 1 if bad and not args.fix else 0
@@ -97,7 +99,11 @@ def _add_admin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     verify = cmds.add_parser("verify", help="recompute cardinalities from shards; report or fix drift")
     add_store_option(verify)
     verify.add_argument("--fix", action="store_true", help="rewrite segments whose metadata drifted")
-    verify.add_argument("--gc", action="store_true", help="also delete unreferenced records (10 min grace)")
+    verify.add_argument("--gc", action="store_true", help="also delete records no segment reaches")
+    verify.add_argument(
+        "--gc-grace", type=float, default=GC_GRACE_MS / 1000, metavar="SECONDS",
+        help="only collect records older than this, so writes in flight are never touched (default: %(default)g)",
+    )
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
     verify.set_defaults(func=_cmd_verify)
     snap = cmds.add_parser("snapshot", help="write every segment to a portable file")
