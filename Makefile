@@ -25,10 +25,10 @@ $(STAMP): $(PY) pyproject.toml
 setup: $(STAMP)
 
 chromium:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
-	  echo "Installing Debian chromium for the browser test..."; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-	  || echo "WARNING: could not install chromium; the browser test will be skipped"; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian chromium for the browser tests (Playwright drives it; no browser download)..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "WARNING: could not install chromium; the browser tests will be skipped"; }
 
 run: setup
 	$(VENV)/bin/segments serve --store $(STORE) --host $(HOST) --port $(PORT) --demo
