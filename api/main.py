@@ -32,7 +32,7 @@ from .deps import Connection
 from .limits import BodyLimitMiddleware
 from .logging import RequestIdMiddleware
 from .metrics import Metrics, MetricsMiddleware
-from .routes import health, page, queries
+from .routes import docs, health, page, queries
 from .routes import segments as segment_routes
 from .routes.page import STATIC
 from .runtime import tune_malloc
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,
-        docs_url="/docs",
+        docs_url=None,  # api.routes.docs serves /docs with Swagger UI from a package, not a CDN
         redoc_url=None,
     )
     app.state.settings = settings
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response gets an ID and an access line
-    routers = [segment_routes.router, queries.router, health.router, page.router]
+    routers = [segment_routes.router, queries.router, health.router, page.router, docs.router]
     for router in routers:
         app.include_router(router)
     # the hottest routes skip FastAPI's routing and dependency solving (see api.fastpath)
