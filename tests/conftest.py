@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,6 @@ settings.register_profile(
     max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    derandomize=True,
 )
 settings.register_profile(
     "dev",
@@ -28,6 +28,33 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """One seed per run for every hypothesis test: new each run, printed, replayable.
+
+    ``HYPOTHESIS_SEED=N`` (or ``--hypothesis-seed=N``) replays a run.
+    """
+    from hypothesis import core
+
+    if core.global_force_seed is None:
+        core.global_force_seed = int(os.environ.get("HYPOTHESIS_SEED") or secrets.randbelow(2**32))
+
+
+def _seed_line() -> str:
+    from hypothesis import core
+
+    seed = core.global_force_seed
+    return f"hypothesis seed {seed}: replay with HYPOTHESIS_SEED={seed} make test"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _seed_line()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(_seed_line())
 
 _KEEP = {"SEGMENTS_TEST_AEROSPIKE", "SEGMENTS_TEST_HEAVY"}
 

@@ -33,6 +33,19 @@ id_sets = st.one_of(
 )
 
 
+@st.composite
+def overlapping_sets(draw: st.DrawFn, names: list[str] = SEGMENT_NAMES) -> dict[str, set[int]]:
+    """Segments drawn from one small pool of IDs, so most pairs share most members.
+
+    With independent draws two sets rarely meet, and an evaluator that computed
+    ``a ^ b`` as ``a | b`` or ``a - b`` as ``b - a`` would agree with the oracle.
+    The pool spans a few shards and a dense run so containers of every kind meet.
+    """
+    pool = sorted(draw(st.sets(st.sampled_from(EDGES) | st.integers(0, 3 * 65536), min_size=1, max_size=40)))
+    pool += list(range(65536 - 50, 65536 + 50))
+    return {name: {i for i in pool if draw(st.integers(0, 9)) < 7} for name in names}
+
+
 def expressions(names: list[str] = SEGMENT_NAMES, max_leaves: int = 8) -> st.SearchStrategy[Expr]:
     leaves = st.sampled_from(names).map(Ref)
 

@@ -14,9 +14,11 @@ from pyroaring import BitMap
 import segments
 from segments import bitmap as bm
 from segments.expressions import Expr, to_json
-from tests.strategies import SEGMENT_NAMES, expressions, id_sets, oracle
+from tests.strategies import SEGMENT_NAMES, expressions, id_sets, oracle, overlapping_sets
 
 segment_sets = st.fixed_dictionaries({name: id_sets for name in SEGMENT_NAMES})
+#: mostly heavily overlapping segments (where a wrong operator shows), sometimes independent ones
+oracle_sets = st.one_of(overlapping_sets(), overlapping_sets(), segment_sets)
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ spread_sets = st.one_of(
 
 
 @given(
-    sets=segment_sets,
+    sets=oracle_sets,
     expr=expressions(),
     universe=st.one_of(st.none(), id_sets),
 )
