@@ -187,6 +187,31 @@ class Segments:
         staleness = self.lookup_staleness if max_staleness is None else max_staleness
         return self.reader.consistent(lambda: self._segments_of(uid, staleness))
 
+    def segments_of_cached(self, user_id: int, *, max_staleness: float | None = None) -> list[str] | None:
+        """``segments_of`` answered from memory only, or ``None`` when that needs store I/O.
+
+        Never blocks on the store: an event loop may call it and fall back to
+        ``segments_of`` on a worker thread when it returns ``None`` (the
+        metadata snapshot is older than ``max_staleness``, or a shard the
+        answer needs is not cached).
+        """
+        uid = bm.check_user_id(user_id)
+        staleness = self.lookup_staleness if max_staleness is None else max_staleness
+        held = self._lookup
+        if held is None or staleness <= 0 or time.monotonic() - held[0] > staleness:
+            return None
+        shard = bm.shard_of(uid)
+        found: list[str] = []
+        for name, shard_map in held[1].maps.items():
+            if not shard_map.has(shard):
+                continue
+            entry = self.cache.peek(name)
+            if entry is None or entry.map_key != shard_map.key or not entry.holds(shard):
+                return None
+            if uid in entry.bitmap:
+                found.append(name)
+        return sorted(found)
+
     def _lookup_snapshot(self, max_staleness: float) -> Snapshot:
         held = self._lookup
         if held is not None and max_staleness > 0 and time.monotonic() - held[0] <= max_staleness:

@@ -275,3 +275,20 @@ def test_warm_loads_every_segment_completely(segs: segments.Segments) -> None:
         assert other.cache.stats.shard_fetches == fetched
 
 
+
+
+def test_segments_of_cached_answers_from_memory_or_says_it_cannot(store_url: str) -> None:
+    with segments.connect(store_url, lookup_staleness=60) as segs:
+        segs.replace("a", [1, 70000])
+        segs.replace("b", [1])
+        assert segs.segments_of_cached(1) is None  # no metadata snapshot yet
+        assert segs.segments_of(1) == ["a", "b"]
+        reads = segs.cache.stats.shard_fetches
+        assert segs.segments_of_cached(1) == ["a", "b"]
+        assert segs.segments_of_cached(2) == []  # shard 0 is cached for both
+        assert segs.segments_of_cached(70000) is None  # shard 1 of "a" is not cached
+        assert segs.cache.stats.shard_fetches == reads  # and nothing was read to find that out
+        assert segs.segments_of_cached(1, max_staleness=0) is None
+        segs.add("b", [2])  # own writes drop the snapshot: never a stale answer after them
+        assert segs.segments_of_cached(2) is None
+        assert segs.segments_of(2) == ["b"]
