@@ -6,12 +6,15 @@ Every error the library raises on purpose is a ``SegmentsError``::
     ├── InvalidInput                 the caller sent something unusable (HTTP 400)
     │   ├── ExpressionError
     │   │   ├── ExpressionSyntaxError    carries ``position`` (0-based) and ``expected``
-    │   │   └── ExpressionTooComplex     depth or reference limit exceeded
+    │   │   ├── ExpressionTooComplex     depth or reference limit exceeded
+    │   │   └── AudienceCycle            an audience would use itself (``cycle`` lists the path)
     │   ├── InvalidSegmentName
     │   ├── InvalidUserId
     │   └── InvalidBitmap                user-supplied roaring bytes failed validation
     ├── SegmentNotFound              names the missing segments (HTTP 404)
     │   └── UniverseNotFound             ``~x`` needs the universe segment
+    ├── NameTaken                    the name is a segment and an audience is asked for, or back (409)
+    ├── InUse                        audiences use it (``dependents``); delete them or cascade (409)
     ├── Conflict                     optimistic concurrency gave up (HTTP 409)
     └── StorageError
         ├── StorageUnavailable       store down or unreachable (HTTP 503)
@@ -99,6 +102,16 @@ class ExpressionTooComplex(ExpressionError):
     """The expression is nested too deeply or names too many segments."""
 
 
+class AudienceCycle(ExpressionError):
+    """An audience definition would use itself, directly or through other audiences."""
+
+    code = "audience_cycle"
+
+    def __init__(self, cycle: list[str]) -> None:
+        super().__init__("audience definitions would form a cycle: " + " -> ".join(cycle))
+        self.cycle = cycle
+
+
 class InvalidSegmentName(InvalidInput):
     """A segment name is not 1-128 characters of ``[A-Za-z0-9_.:]``."""
 
@@ -143,6 +156,28 @@ class UniverseNotFound(SegmentNotFound):
             f"{universe!r}, which does not exist; create it or configure another universe",
         )
         self.universe = universe
+
+
+class NameTaken(SegmentsError):
+    """Segments and audiences share one namespace: the name already means the other kind."""
+
+    code = "name_taken"
+    fault = Fault.CALLER
+
+
+class InUse(SegmentsError):
+    """Audiences use the segment or audience to be deleted (``dependents`` names them)."""
+
+    code = "in_use"
+    fault = Fault.CALLER
+
+    def __init__(self, name: str, dependents: Iterable[str]) -> None:
+        self.name = name
+        self.dependents = sorted(set(dependents))
+        super().__init__(
+            f"{name!r} is used by the audiences {', '.join(map(repr, self.dependents))}: "
+            "delete or redefine them first, or delete with cascade"
+        )
 
 
 class Conflict(SegmentsError):
