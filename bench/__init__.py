@@ -2,9 +2,10 @@
 
 Modules: ``datasets`` (seeded workloads, cached in ``bench/.cache``),
 ``expressions`` (queries, reference evaluators, the physical floor),
-``timing`` (interleaved rounds, medians, p99s, ratios), ``machine``
-(environment and memory bandwidth), ``baselines`` (chDB, Redis),
-``proposals`` (engine patches measured side by side), one module per
-section (``engine_bench``, ``http_bench``, ``ingest_bench``, ``memory_bench``)
-and ``report`` (``RESULTS.md`` and charts).
+``timing`` (interleaved rounds, medians, p99s), ``machine`` (environment and
+memory bandwidth), ``baselines`` (chDB, Redis), ``processes`` (child
+processes), one module per section (``engine_bench``, ``http_bench`` with its
+load generator ``http_client``, ``ingest_bench``, ``memory_bench``),
+``runner`` (runs the sections), ``goals`` (what a run is judged against),
+``report`` (derived figures and ``RESULTS.md``) and ``plots`` (the charts).
 """

@@ -10,12 +10,10 @@ is the tiny configuration the test suite uses.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +45,6 @@ class Config:
     quick: bool = False
     charts: bool = True
     out: Path = BENCH_DIR
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 QUICK = Config(
@@ -144,18 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     results["total_seconds"] = time.perf_counter() - started
-    (cfg.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     from . import report
 
     path = report.write(results, cfg.out, charts=cfg.charts, log=log)
-    log(f"wrote {path} in {results['total_seconds']:.0f} s")
+    log(f"wrote {path} and results.json in {results['total_seconds']:.0f} s")
     failures: list[str] = results.get("failures", [])
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     return 1 if failures else 0
 
-
-Runner = Callable[[Config, Callable[[str], None]], dict[str, Any]]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,9 +13,7 @@ Each ``prepare`` returns ``None`` or a sentence saying why the system is skipped
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,28 +24,25 @@ from typing import Any
 import numpy as np
 
 from segments.expressions import Expr
+from tests.support.api_server import free_port
 
 from .datasets import Dataset
 from .expressions import to_clickhouse, to_redis
+from .processes import stop
 
 
 class ChdbBaseline:
-    name = "chDB"
-
     def __init__(self) -> None:
         self._session: Any = None
         self._dir: Path | None = None
         self._sql: dict[str, str] = {}
         self.load_seconds = 0.0
-        self.version = ""
 
     def prepare(self, ds: Dataset) -> str | None:
         try:
-            import chdb
             from chdb import session
         except ImportError as exc:  # pragma: no cover - depends on the environment
             return f"chdb is not installed ({exc}); install the bench extra"
-        self.version = getattr(chdb, "__version__", "?")
         started = time.perf_counter()
         self._dir = Path(tempfile.mkdtemp(prefix="bench-chdb-"))
         files = self._dir / "ids"
@@ -93,12 +88,6 @@ class ChdbBaseline:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -147,12 +136,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop(self.process, 10)
             self.process = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -168,8 +152,6 @@ class RedisServer:
 
 
 class RedisBaseline:
-    name = "Redis"
-
     def __init__(self, server: RedisServer) -> None:
         self.server = server
         self.client: Any = None
@@ -217,7 +199,3 @@ class RedisBaseline:
             except Exception:  # noqa: BLE001
                 pass
             self.client = None
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1

@@ -25,7 +25,6 @@ import array
 import json
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,8 @@ from pyroaring import BitMap
 
 import segments
 
+from .processes import Log
+
 CACHE_ROOT = Path(__file__).resolve().parent / ".cache"
 #: bump when a generator changes, so stale caches are rebuilt
 FORMAT = 3
@@ -41,8 +42,6 @@ FORMAT = 3
 UNIVERSE = "all"
 SHAPES: tuple[str, ...] = ("s1", "s10", "s30", "s60", "clustered", "skewed", UNIVERSE)
 DENSITIES = {"s1": 0.01, "s10": 0.10, "s30": 0.30, "s60": 0.60}
-
-Log = Callable[[str], None]
 
 
 def bitmap_from_array(ids: np.ndarray) -> BitMap:

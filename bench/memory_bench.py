@@ -1,4 +1,4 @@
-"""Section 5: resident bytes per cached segment against its serialized size.
+"""Resident bytes per cached segment against its serialized size.
 
 Measured in a child process started with ``PYTHONMALLOC=malloc``, so every
 allocation (Python objects and CRoaring containers alike) goes through
@@ -19,12 +19,14 @@ import ctypes
 import gc
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from pyroaring import BitMap
+
+from .machine import rss_bytes
+from .processes import run_module
 
 
 class _MallInfo2(ctypes.Structure):
@@ -53,11 +55,6 @@ def heap_in_use(libc: ctypes.CDLL) -> int:
     return int(info.uordblks + info.hblkhd)
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def probe(directory: Path, names: list[str]) -> dict[str, Any]:
     """Run inside the child: measure each segment's cached footprint."""
     import segments
@@ -79,11 +76,11 @@ def probe(directory: Path, names: list[str]) -> dict[str, Any]:
         client.close()
         del client
         before = heap_in_use(libc)
-        rss_before = _rss()
+        rss_before = rss_bytes()
         client = segments.connect(store_url)
         client.overlap([name])
         after = heap_in_use(libc)
-        rss_after = _rss()
+        rss_after = rss_bytes()
         bitmap = client.engine.whole([name])[0][name]
         stats = bitmap.get_statistics()
         raw = (directory / f"{name}.roaring").read_bytes()
@@ -113,20 +110,7 @@ def probe(directory: Path, names: list[str]) -> dict[str, Any]:
 def measure(directory: Path, names: list[str], timeout: float = 600) -> dict[str, Any]:
     """Run ``probe`` in a child process with ``PYTHONMALLOC=malloc``."""
     env = dict(os.environ, PYTHONMALLOC="malloc")
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.memory_bench", str(directory), *names],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=timeout,
-    )
-    if result.returncode != 0:
-        return {"error": result.stderr.strip()[-2000:]}
-    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return parsed
+    return run_module("bench.memory_bench", [str(directory), *names], timeout=timeout, env=env)
 
 
 if __name__ == "__main__":

@@ -1,55 +1,80 @@
-"""``RESULTS.md`` and the PNG charts, from the plain-data results of a run."""
+"""``RESULTS.md`` from a run's ``results.json``.
+
+Two steps, both pure functions of the results:
+
+* ``derive(results)`` adds the derived figures next to the values they come
+  from (the fields of ``DERIVED``, each with its formula) and the goal verdicts
+  (``bench/goals.py``); ``write`` stores them in ``results.json`` with the
+  measured values.
+* ``render(results)`` turns derived results into markdown. It computes
+  nothing: every number it prints is a value of the results, formatted by
+  one of ``FORMATTERS``; the prose explains methods and names rows, it states
+  no figure of its own (``tests/bench/test_report.py`` checks both).
+
+``python -m bench.report DIR/results.json`` derives and renders again, writing
+``results.json``, ``RESULTS.md`` and ``charts/`` in ``DIR``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import json
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .expressions import HEADLINE
-from .timing import fmt_ratio, fmt_time
+from .goals import GOALS, headline, why_not_measured
+from .processes import Log
 
-Log = Callable[[str], None]
+Results = dict[str, Any]
 NA = "–"
 
-ENGINE = "engine"
+#: every field ``derive`` adds, with its formula
+DERIVED: dict[str, str] = {
+    "floor_s": "a query's `floor_bytes` ÷ the measured DRAM bandwidth (`bandwidth.dram_bytes_per_s`)",
+    "x_floor": "a method's median ÷ its query's `floor_s`",
+    "x_engine": "a method's median ÷ the median of `engine` on the same query (same rounds); not for `engine`",
+    "x_serialized": "a segment's `cached_bytes` ÷ its `serialized_bytes`",
+    "bookkeeping_bytes": "a segment's `cached_bytes` − `bitmap_only_bytes` (what the cache keeps besides the bitmap)",
+    "memory_total": "the sums of `serialized_bytes` and `cached_bytes` over the segments, and their `x_serialized`",
+    "api_overhead_s": "HTTP hot reach p50 − the engine's own `took_ms` p50 in the same requests (`engine_took`)",
+    "goals": "each row of `bench/goals.py`: its limit, the value it measures (`measured`) and whether it is met",
+}
 
 
-def _med(t: dict[str, Any] | None) -> float:
-    return float(t["median_s"]) if t else float("nan")
+# -- formatting ------------------------------------------------------------------------
 
 
-def _p99(t: dict[str, Any] | None) -> float:
-    return float(t["p99_s"]) if t else float("nan")
+def _missing(value: float | None) -> bool:
+    return value is None or value != value  # None or nan
 
 
-def _best_proposal(timings: dict[str, Any], *, suffix: str = "") -> str | None:
-    keys = [
-        k
-        for k in timings
-        if k.startswith("proposal ") and k.endswith(suffix) and (suffix or ("," not in k and "(" not in k))
-    ]
-    return sorted(keys)[-1] if keys else None
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None or _missing(seconds):
+        return NA
+    if abs(seconds) < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if abs(seconds) < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
 
 
-def _headline(results: dict[str, Any]) -> dict[str, Any] | None:
-    engine = results.get("engine")
-    if not isinstance(engine, dict) or "queries" not in engine:
-        return None
-    return next((q for q in engine["queries"] if q["text"] == HEADLINE), None)
+def fmt_ratio(value: float | None) -> str:
+    if value is None or _missing(value):
+        return NA
+    if value >= 100:
+        return f"{value:.0f}×"
+    if value >= 10:
+        return f"{value:.1f}×"
+    return f"{value:.2f}×"
 
 
-def _verdict(ok: bool | None) -> str:
-    if ok is None:
-        return "not measured"
-    return "**met**" if ok else "**missed**"
-
-
-def _gb(bytes_per_s: float) -> str:
-    return f"{bytes_per_s / 1e9:.1f} GB/s"
-
-
-def _size(n: float) -> str:
+def fmt_bytes(n: float | None) -> str:
+    if n is None or _missing(n):
+        return NA
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.2f} GiB"
     if n >= 1 << 20:
         return f"{n / (1 << 20):.2f} MiB"
     if n >= 1 << 10:
@@ -57,655 +82,590 @@ def _size(n: float) -> str:
     return f"{n:.0f} B"
 
 
-# -- goals ---------------------------------------------------------------------------
+def fmt_bandwidth(bytes_per_s: float | None) -> str:
+    return NA if bytes_per_s is None or _missing(bytes_per_s) else f"{bytes_per_s / 1e9:.1f} GB/s"
 
 
-def goals(results: dict[str, Any]) -> list[str]:
-    bw = results["bandwidth"]["dram_bytes_per_s"]
-    rows: list[tuple[str, str, str]] = []
-    head = _headline(results)
-    users = results.get("dataset", {}).get("users", 0)
-    if head:
-        t = head["timings"]
-        floor = head["floor_bytes"] / bw
-        eng = _med(t.get(ENGINE))
-        best = _best_proposal(t)
-        rows.append(
-            (
-                f"Hot 5-term reach over {users / 1e6:.0f}M users, engine (`Segments.reach`, sqlite store): "
-                "≤ 1.5× the measured floor",
-                f"as committed: {fmt_time(eng)} = {fmt_ratio(eng / floor)} the floor ({fmt_time(floor)})"
-                + (
-                    f"; with proposals 1–{best.split()[1]}: {fmt_time(_med(t[best]))} = "
-                    f"{fmt_ratio(_med(t[best]) / floor)}"
-                    if best
-                    else ""
-                ),
-                _verdict(eng <= 1.5 * floor)
-                + (f" / {_verdict(_med(t[best]) <= 1.5 * floor)} with proposals" if best else ""),
-            )
-        )
-        nostore = t.get(f"{best}, no store read") if best else None
-        if nostore:
-            rows.append(
-                (
-                    "… its evaluation part (meta read memoised: planning, cache lookups, evaluation)",
-                    f"as committed: {fmt_time(_med(t.get('engine, no store read')))} = "
-                    f"{fmt_ratio(_med(t.get('engine, no store read')) / floor)}; with proposals: "
-                    f"{fmt_time(_med(nostore))} = {fmt_ratio(_med(nostore) / floor)} the floor",
-                    _verdict(_med(nostore) <= 1.5 * floor) + " with proposals",
-                )
-            )
-        ahead = []
-        ok = True
-        ref = _med(t[best]) if best else eng
-        for other in ("chDB", "Redis"):
-            if other in t:
-                r = _med(t[other]) / ref
-                ahead.append(f"{other} is {fmt_ratio(r)} slower")
-                ok = ok and r >= 2
-            else:
-                ahead.append(f"{other} not measured ({results['engine']['skipped'].get(other, '?')})")
-        rows.append(
-            (
-                "… well ahead of chDB and Redis in the same run (at least 2× faster)",
-                "; ".join(ahead) + (" (vs the engine with proposals)" if best else ""),
-                _verdict(ok if ahead else None),
-            )
-        )
-    else:
-        rows.append(("Hot 5-term reach, engine ≤ 1.5× floor", "not measured", _verdict(None)))
-    http = results.get("http")
-    if isinstance(http, dict) and "hot" in http:
-        hot = http["hot"]
-        p50, p99 = hot["latency"]["median_s"], hot["latency"]["p99_s"]
-        prop = http.get("hot_proposals")
-        text = f"as committed: p50 {fmt_time(p50)}, p99 {fmt_time(p99)}"
-        verdict = _verdict(p50 <= 5e-3 and p99 <= 15e-3)
-        if prop:
-            q50, q99 = prop["latency"]["median_s"], prop["latency"]["p99_s"]
-            text += f"; with the engine proposals: p50 {fmt_time(q50)}, p99 {fmt_time(q99)}"
-            verdict += f" / {_verdict(q50 <= 5e-3 and q99 <= 15e-3)} with proposals"
-        rows.append(
-            (
-                "Same over HTTP (`POST /v1/reach`, keep-alive client process, concurrency 1): p50 ≤ 5 ms, p99 ≤ 15 ms",
-                text,
-                verdict,
-            )
-        )
-    else:
-        rows.append(("Same over HTTP: p50 ≤ 5 ms, p99 ≤ 15 ms", _skip_text(http), _verdict(None)))
-    if isinstance(http, dict) and "membership" in http:
-        mem = http["membership"]["latency"]
-        rows.append(
-            (
-                f"Membership lookup `GET /v1/users/{{id}}/segments`, {http['membership']['segments']} segments: "
-                "p99 ≤ 2 ms over HTTP",
-                f"p50 {fmt_time(mem['median_s'])}, p99 {fmt_time(mem['p99_s'])}",
-                _verdict(mem["p99_s"] <= 2e-3),
-            )
-        )
-    else:
-        rows.append(("Membership lookup: p99 ≤ 2 ms over HTTP", _skip_text(http), _verdict(None)))
-    ingest = results.get("ingest")
-    if isinstance(ingest, dict) and "binary" in ingest:
-        rate = ingest["binary"]["ids_per_s"]
-        rows.append(
-            (
-                "Ingest: ≥ 1M IDs/s per consumer process, binary messages",
-                f"{rate / 1e6:.2f}M IDs/s (JSON: {ingest['json']['ids_per_s'] / 1e6:.2f}M IDs/s)",
-                _verdict(rate >= 1e6),
-            )
-        )
-    else:
-        rows.append(("Ingest: ≥ 1M IDs/s per consumer process, binary", _skip_text(ingest), _verdict(None)))
-    if isinstance(ingest, dict) and "freshness" in ingest:
-        fr = ingest["freshness"]
-        rows.append(
-            (
-                "Freshness: p99 ≤ 1 s from produce to visible in a reach query",
-                f"p50 {fmt_time(fr['median_s'])}, p99 {fmt_time(fr['p99_s'])}",
-                _verdict(fr["p99_s"] <= 1.0),
-            )
-        )
-    else:
-        rows.append(("Freshness: p99 ≤ 1 s", _skip_text(ingest), _verdict(None)))
+def fmt_count(n: float | None) -> str:
+    return NA if n is None or _missing(n) else f"{round(n):,}"
+
+
+def fmt_millions(n: float | None) -> str:
+    return NA if n is None or _missing(n) else f"{n / 1e6:,.4g}M"
+
+
+#: every way ``render`` prints a number
+FORMATTERS: tuple[Callable[[float | None], str], ...] = (
+    fmt_time, fmt_ratio, fmt_bytes, fmt_bandwidth, fmt_count, fmt_millions,
+)  # fmt: skip
+#: how a goal's limit and measured value are printed, by its unit
+UNIT_FORMATS: dict[str, Callable[[float | None], str]] = {
+    "s": fmt_time,
+    "ratio": fmt_ratio,
+    "ids_per_s": lambda v: f"{fmt_millions(v)} IDs/s",
+}
+
+
+# -- derived figures -----------------------------------------------------------------
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _med(t: dict[str, Any] | None) -> float | None:
+    return None if not t else t.get("median_s")
+
+
+def _derive_queries(queries: list[dict[str, Any]], bandwidth: float | None) -> None:
+    for q in queries:
+        timings = q["timings"]
+        if q.get("floor_bytes"):
+            q["floor_s"] = _div(q["floor_bytes"], bandwidth)
+        engine = _med(timings.get("engine"))
+        for method, t in timings.items():
+            if "floor_s" in q:
+                t["x_floor"] = _div(t["median_s"], q["floor_s"])
+            if method != "engine" and engine is not None:
+                t["x_engine"] = _div(t["median_s"], engine)
+
+
+def derive(raw: Results) -> Results:
+    """A copy of ``raw`` with the fields of ``DERIVED``; idempotent."""
+    results = copy.deepcopy(raw)
+    bandwidth = results.get("bandwidth", {}).get("dram_bytes_per_s")
+    sections = [results.get("engine"), results.get("sets")]
+    sections += (
+        (results.get("scaling") or {}).get("points", []) if isinstance(results.get("scaling"), dict) else []
+    )
+    for section in sections:
+        if isinstance(section, dict) and "queries" in section:
+            _derive_queries(section["queries"], bandwidth)
     memory = results.get("memory")
     if isinstance(memory, dict) and memory and "error" not in memory:
-        total_c = sum(v["cached_bytes"] for v in memory.values())
-        total_s = sum(v["serialized_bytes"] for v in memory.values())
-        over = {k: v["cached_bytes"] / v["serialized_bytes"] for k, v in memory.items()}
-        missed = {k: r for k, r in over.items() if r > 1.2}
-        within = [k for k, r in over.items() if r <= 1.2]
-        rows.append(
-            (
-                "Cached memory ≤ 1.2× serialized size",
-                f"all segments together {fmt_ratio(total_c / total_s)}; within 1.2×: "
-                + (", ".join(f"`{k}` {fmt_ratio(over[k])}" for k in within) or "none")
-                + "; above: "
-                + (
-                    ", ".join(
-                        f"`{k}` {fmt_ratio(r)} ({_size(memory[k]['serialized_bytes'])} → {_size(memory[k]['cached_bytes'])})"
-                        for k, r in missed.items()
-                    )
-                    or "none"
-                ),
-                _verdict(total_c <= 1.2 * total_s)
-                + " in total"
-                + (
-                    f"; **missed** for {len(missed)} of {len(over)} segments"
-                    if missed
-                    else ", and for every segment"
-                ),
-            )
-        )
-    else:
-        rows.append(("Cached memory ≤ 1.2× serialized size", _skip_text(memory), _verdict(None)))
-    out = ["| goal | measured | verdict |", "| --- | --- | --- |"]
-    out += [f"| {g} | {m} | {v} |" for g, m, v in rows]
-    return out
-
-
-def _skip_text(section: object) -> str:
-    if section is None:
-        return "not measured yet (section not run)"
-    if isinstance(section, dict):
-        if "skipped" in section:
-            return f"not measured yet: {section['skipped']}"
-        if "error" in section:
-            return f"failed: {section['error']}"
-    return "not measured"
-
-
-# -- section tables ------------------------------------------------------------------
-
-
-def method_order(timings: dict[str, Any]) -> list[str]:
-    order = ["engine", "engine, no store read", "engine (memory://)"]
-    props = sorted(k for k in timings if k.startswith("proposal "))
-    rest = ["pyroaring (naive)", "chDB", "Redis", "set"]
-    keys = [k for k in order if k in timings] + props + [k for k in rest if k in timings]
-    return keys + [k for k in timings if k not in keys]
-
-
-def engine_tables(results: dict[str, Any]) -> list[str]:
-    engine = results.get("engine")
-    if not isinstance(engine, dict) or "queries" not in engine:
-        return [f"Not measured: {_skip_text(engine)}"]
-    bw = results["bandwidth"]["dram_bytes_per_s"]
-    out: list[str] = []
-    head = _headline(results)
-    if head:
-        t = head["timings"]
-        floor = head["floor_bytes"] / bw
-        best = _best_proposal(t)
-        ref = t.get(best) if best else t[ENGINE]
-        out += [
-            f"### The headline query `{HEADLINE}` ({results['dataset']['users'] / 1e6:.0f}M users, reach "
-            f"{head['answer']:,})",
-            "",
-            f"Floor: {_size(head['floor_bytes'])} touched at {_gb(bw)} = **{fmt_time(floor)}** "
-            f"({', '.join(f'`{k}` {_size(v)}' for k, v in head['floor_by_segment'].items())}).",
-            "",
-            "| method | median | p99 | × floor | × engine as committed | × engine with proposals | samples |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for k in method_order(t):
-            v = t[k]
-            out.append(
-                f"| {k} | {fmt_time(_med(v))} | {fmt_time(_p99(v))} | {fmt_ratio(_med(v) / floor)} | "
-                f"{fmt_ratio(_med(v) / _med(t[ENGINE]))} | {fmt_ratio(_med(v) / _med(ref))} | {v['n']} |"
-            )
-        out.append("")
-    out += [
-        "### Every query (medians; ratios against the engine with all proposals, same rounds)",
-        "",
-        "| query | terms | reach | floor | engine | engine + proposals | × floor | naive pyroaring | chDB | Redis |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for q in engine["queries"]:
-        t = q["timings"]
-        floor = q["floor_bytes"] / bw
-        best = _best_proposal(t)
-        ref = _med(t[best]) if best else _med(t[ENGINE])
-
-        def cell(key: str, t: dict[str, Any] = t, ref: float = ref) -> str:
-            if key not in t:
-                return NA
-            return f"{fmt_time(_med(t[key]))} ({fmt_ratio(_med(t[key]) / ref)})"
-
-        out.append(
-            f"| `{q['text']}` | {q['terms']} | {q['answer']:,} | {fmt_time(floor)} | {cell(ENGINE)} | "
-            f"{fmt_time(ref)} | {fmt_ratio(ref / floor)} | {cell('pyroaring (naive)')} | {cell('chDB')} | {cell('Redis')} |"
-        )
-    out.append("")
-    out.append(
-        "p99 of every method is in `results.json`. Skipped: "
-        + (", ".join(f"{k}: {v}" for k, v in engine["skipped"].items()) or "nothing")
-        + ". Loading the data into the alternatives took: "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in engine["load_seconds"].items())
-        + "."
-    )
-    return out
-
-
-def sets_table(results: dict[str, Any]) -> list[str]:
-    sets = results.get("sets")
-    if not isinstance(sets, dict) or "queries" not in sets:
-        return [f"Not measured: {_skip_text(sets)}"]
-    out = [
-        f"Python `set` on a {sets['users'] / 1e6:g}M-user universe (1/10 scale), next to the engine and "
-        "naive pyroaring on the same data, same rounds.",
-        "",
-        "| query | set | engine | engine + proposals | naive pyroaring | set ÷ engine + proposals |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for q in sets["queries"]:
-        t = q["timings"]
-        best = _best_proposal(t)
-        ref = _med(t[best]) if best else _med(t[ENGINE])
-        out.append(
-            f"| `{q['text']}` | {fmt_time(_med(t['set']))} | {fmt_time(_med(t[ENGINE]))} | {fmt_time(ref)} | "
-            f"{fmt_time(_med(t['pyroaring (naive)']))} | {fmt_ratio(_med(t['set']) / ref)} |"
-        )
-    out.append("")
-    out.append(f"Building the sets took {sets['load_seconds'].get('set', 0):.1f} s.")
-    return out
-
-
-def breakdown_table(results: dict[str, Any]) -> list[str]:
-    bd = results.get("breakdown")
-    if not isinstance(bd, dict) or "engine" not in bd:
-        return [f"Not measured: {_skip_text(bd)}"]
-    parts = ["store.get_many(meta)", "engine.snapshot", "reach, no store read", "reach"]
-    out = [
-        "| engine | " + " | ".join(parts) + " |",
-        "| --- | " + " | ".join("---" for _ in parts) + " |",
-    ]
-    for variant, t in bd.items():
-        out.append(f"| {variant} | " + " | ".join(f"{fmt_time(_med(t[p]))}" for p in parts) + " |")
-    return out
-
-
-def cold_table(results: dict[str, Any]) -> list[str]:
-    cold = results.get("cold")
-    if not isinstance(cold, dict) or "q5" not in cold:
-        return [f"Not measured: {_skip_text(cold)}"]
-    out = ["| query | method | median | p99 | samples |", "| --- | --- | --- | --- | --- |"]
-    texts = {"q5": HEADLINE, "q2a": "s10 & s30"}
-    for key, t in cold.items():
-        for method, v in t.items():
-            out.append(
-                f"| `{texts.get(key, key)}` | {method} | {fmt_time(_med(v))} | {fmt_time(_p99(v))} | {v['n']} |"
-            )
-    return out
-
-
-def scaling_table(results: dict[str, Any]) -> list[str]:
-    points = _scaling_points(results)
-    if not points:
-        return ["Not measured."]
-    bw = results["bandwidth"]["dram_bytes_per_s"]
-    methods = ["engine", "proposal", "pyroaring (naive)", "chDB", "Redis"]
-    out = [
-        "| users | floor | "
-        + " | ".join(m if m != "proposal" else "engine + proposals" for m in methods)
-        + " |",
-        "| --- | --- | " + " | ".join("---" for _ in methods) + " |",
-    ]
-    for users, q in points:
-        t = q["timings"]
-        best = _best_proposal(t)
-        cells = []
-        for m in methods:
-            key = best if m == "proposal" else m
-            cells.append(fmt_time(_med(t[key])) if key and key in t else NA)
-        out.append(f"| {users / 1e6:g}M | {fmt_time(q['floor_bytes'] / bw)} | " + " | ".join(cells) + " |")
-    return out
-
-
-def _scaling_points(results: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
-    points: list[tuple[int, dict[str, Any]]] = []
-    scaling = results.get("scaling")
-    if isinstance(scaling, dict):
-        for p in scaling.get("points", []):
-            if p["queries"]:
-                points.append((p["users"], p["queries"][0]))
-    head = _headline(results)
-    if head:
-        points.append((results["dataset"]["users"], head))
-    return sorted(points, key=lambda x: x[0])
-
-
-def memory_table(results: dict[str, Any]) -> list[str]:
-    memory = results.get("memory")
-    if not isinstance(memory, dict) or not memory or "error" in memory:
-        return [f"Not measured: {_skip_text(memory)}"]
-    out = [
-        "| segment | members | containers (bitmap/array/run) | serialized | cached (heap in use) | × serialized | "
-        "bare `BitMap.deserialize` | engine bookkeeping | `cache.nbytes` accounts |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, v in memory.items():
-        out.append(
-            f"| `{name}` | {v['cardinality']:,} | {v['containers']} ({v['bitset_containers']}/{v['array_containers']}/"
-            f"{v['run_containers']}) | {_size(v['serialized_bytes'])} | {_size(v['cached_bytes'])} | "
-            f"{fmt_ratio(v['cached_bytes'] / v['serialized_bytes'])} | {_size(v['bitmap_only_bytes'])} | "
-            f"{_size(v['cached_bytes'] - v['bitmap_only_bytes'])} | {_size(v['cache_accounted_bytes'])} |"
-        )
-    total_c = sum(v["cached_bytes"] for v in memory.values())
-    total_s = sum(v["serialized_bytes"] for v in memory.values())
-    out.append(
-        f"| **all** | | | {_size(total_s)} | {_size(total_c)} | {fmt_ratio(total_c / total_s)} | | | |"
-    )
-    return out
-
-
-def http_tables(results: dict[str, Any]) -> list[str]:
+        for row in memory.values():
+            row["x_serialized"] = _div(row["cached_bytes"], row["serialized_bytes"])
+            row["bookkeeping_bytes"] = row["cached_bytes"] - row["bitmap_only_bytes"]
+        serialized = sum(row["serialized_bytes"] for row in memory.values())
+        cached = sum(row["cached_bytes"] for row in memory.values())
+        results["memory_total"] = {
+            "serialized_bytes": serialized,
+            "cached_bytes": cached,
+            "x_serialized": _div(cached, serialized),
+        }
     http = results.get("http")
-    if not isinstance(http, dict) or "hot" not in http:
-        return [f"Not measured yet: {_skip_text(http)}"]
-    out = [
-        f"Server: `segments serve` ({http.get('server', '')}); client: {http.get('client', '')}.",
-        "",
-        "| measurement | requests | p50 | p99 | throughput |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for key, label in (
-        ("hot", "hot reach, concurrency 1"),
-        ("hot_c8", "hot reach, concurrency 8"),
-        ("hot_c8_workers", "hot reach, concurrency 8, 2 workers"),
-        ("hot_proposals", "hot reach, concurrency 1, engine with the proposals"),
-        ("hot_c8_proposals", "hot reach, concurrency 8, engine with the proposals"),
-        ("membership", "membership lookup, API defaults, concurrency 1"),
-        ("membership_stale", "membership lookup, `--lookup-staleness 1`, concurrency 1"),
-    ):
-        if key in http:
-            r = http[key]
-            out.append(
-                f"| {label} | {r['requests']:,} | {fmt_time(r['latency']['median_s'])} | "
-                f"{fmt_time(r['latency']['p99_s'])} | {r.get('throughput_rps', 0):,.0f} req/s |"
-            )
-    for label, t in http.get("membership_engine", {}).items():
-        out.append(
-            f"| membership lookup in-process (`Segments.segments_of`, {label}, no HTTP) | | "
-            f"{fmt_time(t['median_s'])} | {fmt_time(t['p99_s'])} | |"
-        )
-    if "cold" in http:
-        c = http["cold"]
-        out.append(
-            f"| cold reach: first request of a fresh process | {c['requests']} | {fmt_time(c['latency']['median_s'])} | "
-            f"{fmt_time(c['latency']['p99_s'])} | |"
-        )
-    if "engine_took" in http:
-        out += [
-            "",
-            f"Engine time inside the server (`took_ms`, hot, concurrency 1): p50 {fmt_time(http['engine_took']['median_s'])}, "
-            f"p99 {fmt_time(http['engine_took']['p99_s'])}.",
-        ]
-    for note in http.get("notes", []):
-        out += ["", note]
-    return out
-
-
-def ingest_tables(results: dict[str, Any]) -> list[str]:
-    ingest = results.get("ingest")
-    if not isinstance(ingest, dict) or "binary" not in ingest:
-        return [f"Not measured yet: {_skip_text(ingest)}"]
-    out = ["| measurement | IDs | messages | seconds | IDs/s |", "| --- | --- | --- | --- | --- |"]
-    for key, label in (("binary", "binary roaring messages"), ("json", "JSON messages")):
-        r = ingest[key]
-        out.append(
-            f"| {label} | {r['ids']:,} | {r['messages']:,} | {r['seconds']:.2f} | {r['ids_per_s'] / 1e6:.2f}M |"
-        )
-    for key, label in (
-        ("freshness", "default consumer settings"),
-        ("freshness_fast", "`SEGMENTS_BATCH_MAX_WAIT=0.05`, `-X fetch.wait.max.ms=10`"),
-    ):
-        if key in ingest:
-            fr = ingest[key]
-            out += [
-                "",
-                f"Freshness (produce, acknowledged → a reach query reflects it), {label}, {fr['n']} samples: "
-                f"p50 {fmt_time(fr['median_s'])}, p99 {fmt_time(fr['p99_s'])}, max {fmt_time(fr.get('max_s', float('nan')))}.",
-            ]
-    for note in ingest.get("notes", []):
-        out += ["", note]
-    return out
-
-
-# -- charts --------------------------------------------------------------------------
-
-
-def charts(results: dict[str, Any], directory: Path, log: Log) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log("  matplotlib is missing: no charts")
-        return []
-    directory.mkdir(parents=True, exist_ok=True)
-    made: list[str] = []
-    bw = results["bandwidth"]["dram_bytes_per_s"]
-    head = _headline(results)
-    if head:
-        t = head["timings"]
-        last = _best_proposal(t)
-        keys = [
-            k
-            for k in method_order(t)
-            if "no store read" not in k or k.startswith("engine,") or (last and k.startswith(last + ","))
-        ]
-        values = [_med(t[k]) * 1e3 for k in keys]
-        fig, ax = plt.subplots(figsize=(8, 0.45 * len(keys) + 1.5))
-        ax.barh(keys[::-1], values[::-1], color="#4c72b0")
-        ax.axvline(head["floor_bytes"] / bw * 1e3, color="#c44e52", linestyle="--", label="physical floor")
-        ax.axvline(
-            1.5 * head["floor_bytes"] / bw * 1e3, color="#dd8452", linestyle=":", label="goal: 1.5× floor"
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("median time per query, ms (log)")
-        ax.set_title(f"{HEADLINE}\n{results['dataset']['users'] / 1e6:.0f}M users, hot")
-        ax.legend(loc="lower right")
-        fig.tight_layout()
-        fig.savefig(directory / "headline.png", dpi=110)
-        plt.close(fig)
-        made.append("headline.png")
-    engine = results.get("engine")
-    if isinstance(engine, dict) and engine.get("queries"):
-        qs = engine["queries"]
-        series = [
-            ("floor", None),
-            ("engine", ENGINE),
-            ("engine + proposals", "best"),
-            ("naive pyroaring", "pyroaring (naive)"),
-            ("chDB", "chDB"),
-            ("Redis", "Redis"),
-        ]
-        fig, ax = plt.subplots(figsize=(11, 5))
-        width = 0.13
-        for i, (label, key) in enumerate(series):
-            vals = []
-            for q in qs:
-                t = q["timings"]
-                if key is None:
-                    vals.append(q["floor_bytes"] / bw * 1e3)
-                elif key == "best":
-                    b = _best_proposal(t)
-                    vals.append(_med(t[b]) * 1e3 if b else float("nan"))
-                else:
-                    vals.append(_med(t[key]) * 1e3 if key in t else float("nan"))
-            ax.bar([x + (i - 2.5) * width for x in range(len(qs))], vals, width, label=label)
-        ax.set_xticks(range(len(qs)))
-        ax.set_xticklabels([f"{q['key']}\n{q['terms']} terms" for q in qs])
-        ax.set_yscale("log")
-        ax.set_ylabel("median ms (log)")
-        ax.set_title(f"Every query, {results['dataset']['users'] / 1e6:.0f}M users, hot")
-        ax.legend(ncol=3, fontsize=8)
-        fig.tight_layout()
-        fig.savefig(directory / "queries.png", dpi=110)
-        plt.close(fig)
-        made.append("queries.png")
-    points = _scaling_points(results)
-    if len(points) > 1:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        xs = [p[0] for p in points]
-        ax.plot(xs, [p[1]["floor_bytes"] / bw * 1e3 for p in points], "k--", label="floor")
-        for label, key in (
-            ("engine", ENGINE),
-            ("engine + proposals", "best"),
-            ("naive pyroaring", "pyroaring (naive)"),
-            ("chDB", "chDB"),
-            ("Redis", "Redis"),
-        ):
-            ys = []
-            for _, q in points:
-                t = q["timings"]
-                k = _best_proposal(t) if key == "best" else key
-                ys.append(_med(t[k]) * 1e3 if k and k in t else float("nan"))
-            ax.plot(xs, ys, marker="o", label=label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("users")
-        ax.set_ylabel("median ms (log)")
-        ax.set_title("Headline query vs universe size")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(directory / "scaling.png", dpi=110)
-        plt.close(fig)
-        made.append("scaling.png")
-    if head:
-        t = head["timings"]
-        steps = ["engine"] + sorted(
-            k for k in t if k.startswith("proposal ") and "," not in k and "(" not in k
-        )
-        fig, ax = plt.subplots(figsize=(7, 4))
-        xs = list(range(len(steps)))
-        ax.bar([x - 0.2 for x in xs], [_med(t[s]) * 1e3 for s in steps], 0.4, label="reach (with meta read)")
-        nostore = [f"{s}, no store read" for s in steps]
-        ax.bar(
-            [x + 0.2 for x in xs],
-            [_med(t[s]) * 1e3 if s in t else float("nan") for s in nostore],
-            0.4,
-            label="no store read",
-        )
-        ax.axhline(head["floor_bytes"] / bw * 1e3, color="#c44e52", linestyle="--", label="floor")
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels(["as committed"] + [s.replace("proposal ", "+ patch ") for s in steps[1:]])
-        ax.set_yscale("log")
-        ax.set_ylabel("median ms (log)")
-        ax.set_title("Headline query, step by step")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(directory / "proposals.png", dpi=110)
-        plt.close(fig)
-        made.append("proposals.png")
-    memory = results.get("memory")
-    if isinstance(memory, dict) and memory and "error" not in memory:
-        names = list(memory)
-        fig, ax = plt.subplots(figsize=(8, 4))
-        xs = list(range(len(names)))
-        ax.bar([x - 0.2 for x in xs], [memory[n]["serialized_bytes"] for n in names], 0.4, label="serialized")
-        ax.bar(
-            [x + 0.2 for x in xs],
-            [memory[n]["cached_bytes"] for n in names],
-            0.4,
-            label="cached (heap in use)",
-        )
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels(names)
-        ax.set_yscale("log")
-        ax.set_ylabel("bytes (log)")
-        ax.set_title("Memory per cached segment")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(directory / "memory.png", dpi=110)
-        plt.close(fig)
-        made.append("memory.png")
-    http = results.get("http")
-    if isinstance(http, dict) and "hot" in http and http["hot"].get("samples_ms"):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key, label in (
-            ("hot", "reach, c=1"),
-            ("hot_proposals", "reach, c=1, proposals"),
-            ("membership", "membership, c=1"),
-        ):
-            if key in http and http[key].get("samples_ms"):
-                xs = sorted(http[key]["samples_ms"])
-                ys = [(i + 1) / len(xs) for i in range(len(xs))]
-                ax.plot(xs, ys, label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("latency, ms (log)")
-        ax.set_ylabel("fraction of requests")
-        ax.set_title("HTTP latency distribution (hot)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(directory / "http.png", dpi=110)
-        plt.close(fig)
-        made.append("http.png")
-    return made
+    if isinstance(http, dict) and "hot" in http and http.get("engine_took"):
+        http["api_overhead_s"] = http["hot"]["latency"]["median_s"] - http["engine_took"]["median_s"]
+    results["goals"] = [goal.evaluate(results) for goal in GOALS]
+    return results
 
 
 # -- the document --------------------------------------------------------------------
 
 
-def environment_table(results: dict[str, Any]) -> list[str]:
-    env = results.get("environment", {})
-    bw = results["bandwidth"]
-    out = ["| | |", "| --- | --- |"]
-    out += [f"| {k} | {v} |" for k, v in env.items()]
-    out.append(
-        f"| memory bandwidth (measured) | DRAM {_gb(bw['dram_bytes_per_s'])} ({_size(bw['dram_array_bytes'])} array), "
-        f"cache-resident {_gb(bw['cache_bytes_per_s'])} ({_size(bw['cache_array_bytes'])}); {bw['method']} |"
-    )
-    redis = results.get("redis", {})
-    out.append(f"| redis-server | {redis.get('version') or redis.get('skipped', NA)} |")
-    cfg = results.get("config", {})
-    out.append(
-        f"| run | {cfg.get('users', 0):,} users, seed {cfg.get('seed')}, {cfg.get('rounds')} rounds "
-        f"({cfg.get('slow_rounds')} for slow methods), {'quick' if cfg.get('quick') else 'full'}; "
-        f"took {results.get('total_seconds', 0):.0f} s |"
-    )
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    return [line(header), line(["---"] * len(header)), *(line(row) for row in rows)]
+
+
+def _users(results: Results) -> str:
+    return fmt_millions(results.get("dataset", {}).get("users"))
+
+
+def header(results: Results) -> list[str]:
+    quick = " (quick run)" if results.get("config", {}).get("quick") else ""
+    out = [
+        f"# Benchmark results{quick}",
+        "",
+        "Generated by `python -m bench` from `results.json` next to this file (`bench/report.py`). Every figure "
+        "here is a value recorded in `results.json`: measured, or derived from measured values by the formulas "
+        'at the end ("Derived figures"). `python -m bench.report DIR/results.json` renders it again.',
+        "",
+    ]
+    failures = results.get("failures") or []
+    if failures:
+        out += ["**Failed sections:**", "", *(f"* {f}" for f in failures), ""]
     return out
 
 
-def write(results: dict[str, Any], out: Path, *, charts: bool = True, log: Log = print) -> Path:
-    from . import narrative
+def goals_table(results: Results) -> list[str]:
+    rows = []
+    for g in results.get("goals", []):
+        fmt = UNIT_FORMATS[g["unit"]]
+        if g["measured"] is None:
+            measured = g["note"]
+        else:
+            measured = fmt(g["measured"]) + (f" ({g['note']})" if g["note"] else "")
+        verdict = "not measured" if g["met"] is None else "**met**" if g["met"] else "**missed**"
+        rows.append((g["text"].format(limit=fmt(g["limit"])), measured, verdict))
+    return _table(("goal", "measured", "verdict"), rows)
 
-    made = globals()["charts"](results, out / "charts", log) if charts else []
+
+def environment_table(results: Results) -> list[str]:
+    bw = results["bandwidth"]
+    rows = [(k, str(v)) for k, v in results.get("environment", {}).items()]
+    rows.append(
+        (
+            "memory bandwidth (measured)",
+            f"DRAM {fmt_bandwidth(bw['dram_bytes_per_s'])} ({fmt_bytes(bw['dram_array_bytes'])} array), "
+            f"cache-resident {fmt_bandwidth(bw['cache_bytes_per_s'])} ({fmt_bytes(bw['cache_array_bytes'])}); "
+            f"{bw['method']}",
+        )
+    )
+    redis = results.get("redis", {})
+    rows.append(("redis-server", str(redis.get("version") or redis.get("skipped", NA))))
+    cfg = results.get("config", {})
+    rows.append(
+        (
+            "run",
+            f"{fmt_millions(cfg.get('users'))} users, seed {cfg.get('seed')}, {fmt_count(cfg.get('rounds'))} rounds "
+            f"({fmt_count(cfg.get('slow_rounds'))} for slow methods), {'quick' if cfg.get('quick') else 'full'}; "
+            f"took {fmt_time(results.get('total_seconds'))}",
+        )
+    )
+    return _table(("", ""), rows)
+
+
+def method_text(results: Results) -> list[str]:
+    bw = results["bandwidth"]
+    return [
+        "* **Data** (`bench/datasets.py`): seeded numpy generators, cached in `bench/.cache/` with a SQLite store "
+        "written by `Segments.replace`. `s1`, `s10`, `s30`, `s60`: uniformly random members at the density the "
+        "name gives in percent; `clustered`: the newest IDs plus a few older blocks (contiguous ranges, run "
+        "containers); `skewed`: per-shard density drawn log-normally, a mix of array and bitmap containers; "
+        "`all`: the universe. The members of each segment are in the memory table.",
+        "* **Hot** means every segment is cached whole in the client (`Segments.overlap(all names)` first), the "
+        "steady state of a serving process. Each `reach` still does its per-query batch read of the meta records; "
+        "*no store read* rows use a store wrapper that memoises those records, leaving planning, cache lookups "
+        "and evaluation.",
+        "* **Rounds**: each round runs every method once, in a rotating order; figures are the median and p99 "
+        "over rounds, ratios are ratios of medians from the same rounds. Garbage collection is off inside a round "
+        "and runs between rounds at a fixed interval. Slow methods (naive pyroaring, chDB, Redis, sets) run in "
+        "the first rounds only (the samples column counts them). Every call's answer is compared with naive "
+        "pyroaring's; a mismatch aborts the run.",
+        "* **The floor** of a query: the bytes it must read divided by the machine's read bandwidth measured in "
+        f"the same run ({bw['method']}; DRAM {fmt_bandwidth(bw['dram_bytes_per_s'])} over a "
+        f"{fmt_bytes(bw['dram_array_bytes'])} array). The bytes counted: for every segment the query names, the "
+        "serialized payload of its containers in the shards where the planned query needs it. The plan is the "
+        "engine's: a node matters only on the shards where its parent can be non-empty and it can be non-empty "
+        "itself, and `~x` next to a positive `&` operand is a subtraction (the universe is not read). Headers, "
+        "keys and metadata are not counted. Hot operands can sit in the last-level cache (see the environment), "
+        "so a hot query may in principle beat this DRAM floor.",
+        "* **chDB**: one row of a `Memory` table, one `groupBitmap` aggregate column per segment, the expression "
+        "as nested `bitmapAnd/Or/Xor/Andnot` and `bitmapCardinality`. **Redis**: a `redis-server` started by the "
+        "benchmark (loopback, no persistence), one bitmap string per segment, the expression as `BITOP` commands "
+        "plus `BITCOUNT` in one pipeline (`a - b` is `NOT` then `AND`). **Python sets** run on a smaller "
+        "universe, next to the engine at that size.",
+        "",
+    ]
+
+
+def _methods(timings: dict[str, Any]) -> list[str]:
+    order = [
+        "engine",
+        "engine, no store read",
+        "engine (memory://)",
+        "pyroaring (naive)",
+        "chDB",
+        "Redis",
+        "set",
+    ]
+    return [k for k in order if k in timings] + [k for k in timings if k not in order]
+
+
+def engine_tables(results: Results, charts: Sequence[str]) -> list[str]:
+    engine = results.get("engine")
+    if not isinstance(engine, dict) or "queries" not in engine:
+        return [why_not_measured(engine), ""]
+    out: list[str] = []
+    head = headline(results)
+    if head:
+        t = head["timings"]
+        per_segment = ", ".join(f"`{k}` {fmt_bytes(v)}" for k, v in head["floor_by_segment"].items())
+        out += [
+            f"### The headline query `{head['text']}` ({_users(results)} users, reach {fmt_count(head['answer'])})",
+            "",
+            f"Floor: {fmt_bytes(head['floor_bytes'])} touched at "
+            f"{fmt_bandwidth(results['bandwidth']['dram_bytes_per_s'])} = **{fmt_time(head.get('floor_s'))}** "
+            f"({per_segment}).",
+            "",
+        ]
+        methods = [
+            (
+                f"`{k}`",
+                fmt_time(t[k]["median_s"]),
+                fmt_time(t[k]["p99_s"]),
+                fmt_ratio(t[k].get("x_floor")),
+                fmt_ratio(t[k].get("x_engine")),
+                fmt_count(t[k]["n"]),
+            )
+            for k in _methods(t)
+        ]
+        out += _table(("method", "median", "p99", "× floor", "× engine", "samples"), methods) + [""]
+    rows: list[tuple[str, ...]] = []
+    for q in engine["queries"]:
+        t = q["timings"]
+
+        def cell(key: str, t: dict[str, Any] = t) -> str:
+            if key not in t:
+                return NA
+            return f"{fmt_time(t[key]['median_s'])} ({fmt_ratio(t[key].get('x_engine'))})"
+
+        rows.append(
+            (
+                f"`{q['text']}`",
+                fmt_count(q["terms"]),
+                fmt_count(q["answer"]),
+                fmt_time(q.get("floor_s")),
+                fmt_time(t["engine"]["median_s"]),
+                fmt_ratio(t["engine"].get("x_floor")),
+                cell("pyroaring (naive)"),
+                cell("chDB"),
+                cell("Redis"),
+            )
+        )
+    out += [
+        "### Every query (medians; in brackets × engine, same rounds)",
+        "",
+        *_table(
+            (
+                "query",
+                "terms",
+                "reach",
+                "floor",
+                "engine",
+                "engine × floor",
+                "naive pyroaring",
+                "chDB",
+                "Redis",
+            ),
+            rows,
+        ),
+        "",
+        "p99 of every method is in `results.json`. Skipped: "
+        + (", ".join(f"{k}: {v}" for k, v in engine["skipped"].items()) or "nothing")
+        + ". Loading the data into the alternatives took: "
+        + (", ".join(f"{k} {fmt_time(v)}" for k, v in engine["load_seconds"].items()) or "nothing")
+        + ".",
+        "",
+    ]
+    out += _charts(charts, "headline", "queries")
+    return out
+
+
+def sets_table(results: Results) -> list[str]:
+    sets = results.get("sets")
+    if not isinstance(sets, dict) or "queries" not in sets:
+        return [why_not_measured(sets), ""]
+    rows = [
+        (
+            f"`{q['text']}`",
+            fmt_time(q["timings"]["set"]["median_s"]),
+            fmt_time(q["timings"]["engine"]["median_s"]),
+            fmt_time(q["timings"]["pyroaring (naive)"]["median_s"]),
+            fmt_ratio(q["timings"]["set"].get("x_engine")),
+        )
+        for q in sets["queries"]
+    ]
+    return [
+        f"Python `set` on a {fmt_millions(sets['users'])}-user universe, next to the engine and naive pyroaring on "
+        "the same data, same rounds (medians).",
+        "",
+        *_table(("query", "set", "engine", "naive pyroaring", "set × engine"), rows),
+        "",
+        f"Building the sets took {fmt_time(sets['load_seconds'].get('set'))}.",
+        "",
+    ]
+
+
+def breakdown_table(results: Results) -> list[str]:
+    bd = results.get("breakdown")
+    if not isinstance(bd, dict) or "reach" not in bd:
+        return [why_not_measured(bd), ""]
+    rows = [(f"`{part}`", fmt_time(t["median_s"]), fmt_time(t["p99_s"])) for part, t in bd.items()]
+    return [
+        "The hot headline query and its parts, timed separately in the same interleaved rounds (they need not "
+        "add up exactly): `store.get_many(meta)` is the batch read of the query's meta records from SQLite, "
+        "`engine.snapshot` adds decoding them and looking up the cached shard maps, *reach, no store read* is "
+        "planning, cache lookups and evaluation without the store read.",
+        "",
+        *_table(("part", "median", "p99"), rows),
+        "",
+    ]
+
+
+def cold_table(results: Results) -> list[str]:
+    cold = results.get("cold")
+    if not isinstance(cold, dict) or not cold or "error" in cold:
+        return [why_not_measured(cold), ""]
+    engine = results.get("engine")
+    texts = {q["key"]: q["text"] for q in engine.get("queries", [])} if isinstance(engine, dict) else {}
+    rows = [
+        (f"`{texts.get(key, key)}`", method, fmt_time(v["median_s"]), fmt_time(v["p99_s"]), fmt_count(v["n"]))
+        for key, timings in cold.items()
+        for method, v in timings.items()
+    ]
+    return [
+        "A fresh client (empty cache) per query, every segment it needs fetched from the SQLite store.",
+        "",
+        *_table(("query", "method", "median", "p99", "samples"), rows),
+        "",
+    ]
+
+
+def scaling_points(results: Results) -> list[tuple[int, dict[str, Any]]]:
+    """``(users, headline query row)`` of every universe size measured, smallest first."""
+    points: list[tuple[int, dict[str, Any]]] = []
+    scaling = results.get("scaling")
+    if isinstance(scaling, dict):
+        points += [(p["users"], p["queries"][0]) for p in scaling.get("points", []) if p["queries"]]
+    head = headline(results)
+    if head:
+        points.append((results["dataset"]["users"], head))
+    return sorted(points, key=lambda x: x[0])
+
+
+SCALING_METHODS = ("engine", "pyroaring (naive)", "chDB", "Redis")
+
+
+def scaling_table(results: Results, charts: Sequence[str]) -> list[str]:
+    points = scaling_points(results)
+    if not points:
+        return [why_not_measured(results.get("scaling")), ""]
+    rows = [
+        (
+            f"{fmt_millions(users)}",
+            fmt_time(q.get("floor_s")),
+            *(fmt_time(q["timings"][m]["median_s"]) if m in q["timings"] else NA for m in SCALING_METHODS),
+        )
+        for users, q in points
+    ]
+    return [
+        "The headline query on universes of several sizes (medians), each data set built the same way.",
+        "",
+        *_table(("users", "floor", *SCALING_METHODS), rows),
+        "",
+        *_charts(charts, "scaling"),
+    ]
+
+
+HTTP_ROWS = (
+    ("hot", "hot reach, one connection"),
+    ("hot_c8", "hot reach, concurrent connections"),
+    ("hot_c8_workers", "hot reach, concurrent connections, several workers"),
+    ("membership", "user lookup, the API's default staleness, one connection"),
+    ("membership_stale", "user lookup, `--lookup-staleness` set, one connection"),
+    ("cold", "cold reach: first request of a fresh server"),
+)
+
+
+def http_tables(results: Results, charts: Sequence[str]) -> list[str]:
+    http = results.get("http")
+    if not isinstance(http, dict) or "hot" not in http:
+        return [why_not_measured(http), ""]
+    rows = []
+    for key, label in HTTP_ROWS:
+        if key not in http:
+            continue
+        r = http[key]
+        details = [
+            f"{name} {fmt_count(r[field])}"
+            for name, field in (
+                ("concurrency", "concurrency"),
+                ("workers", "workers"),
+                ("segments", "segments"),
+            )
+            if field in r
+        ]
+        if "lookup_staleness" in r:
+            details.append(f"staleness {fmt_time(r['lookup_staleness'])}")
+        rows.append(
+            (
+                label + (f" ({', '.join(details)})" if details else ""),
+                fmt_count(r["requests"]),
+                fmt_time(r["latency"]["median_s"]),
+                fmt_time(r["latency"]["p99_s"]),
+                f"{fmt_count(r['throughput_rps'])} req/s" if "throughput_rps" in r else "",
+            )
+        )
+    for label, t in http.get("membership_engine", {}).items():
+        rows.append(
+            (f"user lookup in-process (`Segments.segments_of`, `{label}`, no HTTP)", "", fmt_time(t["median_s"]),
+             fmt_time(t["p99_s"]), "")
+        )  # fmt: skip
+    out = [
+        f"Server: {http.get('server', '')}; client: {http.get('client', '')}.",
+        "",
+        *_table(("measurement", "requests", "p50", "p99", "throughput"), rows),
+        "",
+    ]
+    took = http.get("engine_took")
+    if took:
+        out += [
+            f"Engine time inside the server (`took_ms` of the hot one-connection requests): p50 "
+            f"{fmt_time(took['median_s'])}, p99 {fmt_time(took['p99_s'])}; the rest of the HTTP p50 "
+            f"(`api_overhead_s`: parsing, routing, the threadpool hop, JSON, the loopback round trip and the "
+            f"client) is {fmt_time(http.get('api_overhead_s'))}.",
+            "",
+        ]
+    return out + _charts(charts, "http")
+
+
+def ingest_tables(results: Results) -> list[str]:
+    ingest = results.get("ingest")
+    if not isinstance(ingest, dict) or "binary" not in ingest:
+        return [why_not_measured(ingest), ""]
+    rows = [
+        (
+            label,
+            fmt_count(r["ids"]),
+            fmt_count(r["messages"]),
+            fmt_time(r["seconds"]),
+            UNIT_FORMATS["ids_per_s"](r["ids_per_s"]),
+        )
+        for key, label in (("binary", "binary roaring messages"), ("json", "JSON messages"))
+        if key in ingest
+        for r in (ingest[key],)
+    ]
+    out = [
+        "A tansu broker (memory storage, one partition), the public producer (`ingest.producer.SegmentProducer`) "
+        "and one consumer process (`python -m segments ingest`) writing to a SQLite store, all on this machine. "
+        "Throughput: the topic is filled first, then the consumer starts; the time runs from its partition "
+        "assignment to the moment the store shows every ID. Freshness: with the consumer caught up, one ID is "
+        "produced (acknowledged by the broker) and `Segments.reach` polled until it shows it.",
+        "",
+        *_table(("throughput", "IDs", "messages", "time", "rate"), rows),
+        "",
+    ]
+    rows = []
+    for key, label in (("freshness", "default consumer settings"), ("freshness_fast", "shortened waits")):
+        if key not in ingest:
+            continue
+        fr = ingest[key]
+        settings = ", ".join(f"`{k}={v}`" for k, v in fr.get("settings", {}).items())
+        rows.append(
+            (
+                label + (f": {settings}" if settings else ""),
+                fmt_count(fr["n"]),
+                fmt_time(fr["median_s"]),
+                fmt_time(fr["p99_s"]),
+                fmt_time(fr.get("max_s")),
+            )
+        )
+    if rows:
+        out += [
+            *_table(("freshness (produce → visible in a reach)", "samples", "p50", "p99", "max"), rows),
+            "",
+        ]
+    return out
+
+
+def memory_table(results: Results, charts: Sequence[str]) -> list[str]:
+    memory = results.get("memory")
+    if not isinstance(memory, dict) or not memory or "error" in memory:
+        return [why_not_measured(memory), ""]
+    rows = [
+        (
+            f"`{name}`",
+            fmt_count(v["cardinality"]),
+            f"{fmt_count(v['containers'])} ({fmt_count(v['bitset_containers'])}/{fmt_count(v['array_containers'])}/"
+            f"{fmt_count(v['run_containers'])})",
+            fmt_bytes(v["serialized_bytes"]),
+            fmt_bytes(v["cached_bytes"]),
+            fmt_ratio(v.get("x_serialized")),
+            fmt_bytes(v["bitmap_only_bytes"]),
+            fmt_bytes(v.get("bookkeeping_bytes")),
+            fmt_bytes(v["cache_accounted_bytes"]),
+        )
+        for name, v in memory.items()
+    ]
+    total = results.get("memory_total", {})
+    rows.append(
+        ("**all together**", "", "", fmt_bytes(total.get("serialized_bytes")), fmt_bytes(total.get("cached_bytes")),
+         fmt_ratio(total.get("x_serialized")), "", "", "")
+    )  # fmt: skip
+    return [
+        "Measured in a child process with `PYTHONMALLOC=malloc` (every Python object and every CRoaring container "
+        "goes through glibc malloc) as heap bytes in use (`mallinfo2`, after `gc.collect()` and `malloc_trim`) "
+        "before and after a fresh client caches the segment whole from a `memory://` store; *bare "
+        "`BitMap.deserialize`* is the same measurement for the bitmap alone, *bookkeeping* the difference.",
+        "",
+        *_table(
+            (
+                "segment",
+                "members",
+                "containers (bitmap/array/run)",
+                "serialized",
+                "cached (heap in use)",
+                "× serialized",
+                "bare `BitMap.deserialize`",
+                "bookkeeping",
+                "`cache.nbytes` accounts",
+            ),
+            rows,
+        ),  # fmt: skip
+        "",
+        *_charts(charts, "memory"),
+    ]
+
+
+def derived_table() -> list[str]:
+    return _table(("field", "formula"), [(f"`{name}`", formula) for name, formula in DERIVED.items()])
+
+
+def _charts(charts: Sequence[str], *names: str) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        if f"{name}.png" in charts:
+            out += [f"![{name}](charts/{name}.png)", ""]
+    return out
+
+
+def render(results: Results, charts: Sequence[str] = ()) -> str:
+    """The markdown of ``RESULTS.md`` for derived results (``charts``: the PNG files made for them)."""
     lines: list[str] = []
-    lines += narrative.header(results)
-    lines += ["## Goals", ""] + goals(results) + [""]
-    lines += narrative.summary(results)
-    lines += ["## Environment", ""] + environment_table(results) + [""]
-    lines += narrative.method(results)
-    lines += ["## 1. Reach, engine only, hot", ""] + engine_tables(results) + [""]
-    if "headline.png" in made:
-        lines += ["![headline](charts/headline.png)", ""]
-    if "queries.png" in made:
-        lines += ["![queries](charts/queries.png)", ""]
-    lines += ["### Python sets", ""] + sets_table(results) + [""]
-    lines += ["### Where the time goes (headline query)", ""] + breakdown_table(results) + [""]
-    lines += narrative.breakdown(results)
-    lines += ["### Cold: a fresh client, segments fetched from SQLite", ""] + cold_table(results) + [""]
-    lines += ["### Scaling: the headline query at 1M to 50M users", ""] + scaling_table(results) + [""]
-    if "scaling.png" in made:
-        lines += ["![scaling](charts/scaling.png)", ""]
-    lines += ["## Performance work: what was measured and changed", ""] + narrative.steps(results)
-    if "proposals.png" in made:
-        lines += ["![proposals](charts/proposals.png)", ""]
-    lines += ["## 2–3. HTTP: reach and membership lookups", ""] + http_tables(results) + [""]
-    lines += narrative.http(results)
-    if "http.png" in made:
-        lines += ["![http](charts/http.png)", ""]
-    lines += ["## 4. Ingest and freshness", ""] + ingest_tables(results) + [""]
-    lines += ["## 5. Memory per cached segment", ""] + memory_table(results) + [""]
-    lines += narrative.memory(results)
-    if "memory.png" in made:
-        lines += ["![memory](charts/memory.png)", ""]
-    lines += narrative.limits(results)
+    lines += header(results)
+    lines += ["## Goals", "", *goals_table(results), ""]
+    lines += ["## Environment", "", *environment_table(results), ""]
+    lines += ["## How this is measured", "", *method_text(results)]
+    lines += ["## Reach, engine only, hot", "", *engine_tables(results, charts)]
+    lines += ["### Python sets", "", *sets_table(results)]
+    lines += ["### Where the time goes (headline query)", "", *breakdown_table(results)]
+    lines += ["### Cold: a fresh client, segments fetched from SQLite", "", *cold_table(results)]
+    lines += ["### Scaling", "", *scaling_table(results, charts)]
+    lines += ["## HTTP: reach and user lookups", "", *http_tables(results, charts)]
+    lines += ["## Ingest and freshness", "", *ingest_tables(results)]
+    lines += ["## Memory per cached segment", "", *memory_table(results, charts)]
+    lines += ["## Derived figures", "", *derived_table()]
+    return "\n".join(lines) + "\n"
+
+
+def write(raw: Results, out: Path, *, charts: bool = True, log: Log = print) -> Path:
+    """Derive, then write ``results.json``, the charts and ``RESULTS.md`` into ``out``; returns the latter."""
+    results = derive(raw)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    made: list[str] = []
+    if charts:
+        from . import plots
+
+        made = plots.draw(results, out / "charts", log)
     path = out / "RESULTS.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(render(results, made))
     return path
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m bench.report DIR/results.json", file=sys.stderr)
+        return 2
+    source = Path(argv[0])
+    path = write(json.loads(source.read_text()), source.parent)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

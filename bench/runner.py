@@ -4,47 +4,37 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from . import datasets, machine, proposals
+from . import datasets, machine
 from . import engine_bench as eb
 from .baselines import RedisServer
+from .expressions import HEADLINE
+from .processes import Log
 from .timing import Timing
 
 if TYPE_CHECKING:
     from .__main__ import Config
-
-Log = Callable[[str], None]
 
 
 def _timings(d: dict[str, Timing]) -> dict[str, Any]:
     return {k: v.as_dict() for k, v in d.items()}
 
 
-def _section(section: eb.EngineSection) -> dict[str, Any]:
-    return {
-        "users": section.users,
-        "queries": [q.as_dict() for q in section.queries],
-        "notes": section.notes,
-        "skipped": section.skipped,
-        "load_seconds": section.load_seconds,
-    }
+def _one_line(exc: Exception) -> str:
+    """The exception's type and message, its first and last lines when it has several."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [""]
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+    return f"{type(exc).__name__}: {text}"
 
 
 def run(cfg: Config, log: Log) -> dict[str, Any]:
-    results: dict[str, Any] = {"failures": []}
+    results: dict[str, Any] = {"failures": [], "headline": HEADLINE}
     results["environment"] = machine.environment()
     log("measuring memory bandwidth")
     bw = machine.memory_bandwidth(cfg.bandwidth_bytes, cfg.bandwidth_repeats)
     results["bandwidth"] = bw.as_dict()
     log(f"  DRAM {bw.dram / 1e9:.1f} GB/s, cache-resident {bw.cache / 1e9:.1f} GB/s")
-    variants = proposals.variants()
-    results["proposals"] = [
-        {"key": v.key, "title": v.title, "applied": v.module is not None, "note": v.note} for v in variants
-    ]
-    for v in variants:
-        log(f"  proposal {v.key}: {'measured' if v.module else v.note}")
     settings = eb.Settings(cfg.rounds, cfg.slow_rounds, cfg.set_rounds, cfg.cold_rounds, cfg.budget_s)
 
     def attempt(name: str, body: Callable[[], Any]) -> None:
@@ -55,8 +45,8 @@ def run(cfg: Config, log: Log) -> dict[str, Any]:
             results[name] = body()
         except Exception as exc:  # a broken section is reported, the others still run
             traceback.print_exc()
-            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            results["failures"].append(f"{name}: {type(exc).__name__}: {exc}")
+            results[name] = {"error": _one_line(exc), "detail": str(exc)}
+            results["failures"].append(f"{name}: {_one_line(exc)}")
 
     log(f"data set: {cfg.users:,} users")
     ds = datasets.load(cfg.users, cfg.seed, log=log)
@@ -76,16 +66,13 @@ def run(cfg: Config, log: Log) -> dict[str, Any]:
         if why:
             log(f"  Redis skipped: {why}")
         server = None if why else redis_server
-        attempt("engine", lambda: _section(eb.run_reach(ds, bw, variants, settings, server, log)))
-        attempt(
-            "breakdown",
-            lambda: {k: _timings(v) for k, v in eb.run_breakdown(ds, variants, settings, log).items()},
-        )
-        attempt("cold", lambda: {k: _timings(v) for k, v in eb.run_cold(ds, variants, settings, log).items()})
+        attempt("engine", lambda: eb.run_reach(ds, bw, settings, server, log).as_dict())
+        attempt("breakdown", lambda: _timings(eb.run_breakdown(ds, settings, log)))
+        attempt("cold", lambda: {k: _timings(v) for k, v in eb.run_cold(ds, settings, log).items()})
 
         def sets() -> dict[str, Any]:
             small = datasets.load(max(1000, cfg.users // 10), cfg.seed, log=log)
-            return _section(eb.run_sets(small, variants, settings, log))
+            return eb.run_sets(small, settings, log).as_dict()
 
         attempt("sets", sets)
 
@@ -94,7 +81,7 @@ def run(cfg: Config, log: Log) -> dict[str, Any]:
             for users in cfg.scaling:
                 log(f"  scaling: {users:,} users")
                 small = datasets.load(users, cfg.seed, log=log)
-                points.append(_section(eb.run_scaling_point(small, bw, variants, settings, server, log)))
+                points.append(eb.run_scaling_point(small, bw, settings, server, log).as_dict())
             return {"points": points}
 
         attempt("scaling", scaling)
@@ -121,6 +108,3 @@ def run(cfg: Config, log: Log) -> dict[str, Any]:
 
     attempt("ingest", ingest)
     return results
-
-
-__all__ = ["asdict", "run"]

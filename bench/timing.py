@@ -119,28 +119,3 @@ def _check(name: str, answer: int, expect: int | None, out: dict[str, Timing]) -
     if expect is not None and answer != expect:
         raise WrongAnswer(f"{name} answered {answer}, expected {expect}")
     out[name].answer = answer
-
-
-def ratio(a: Timing, b: Timing) -> float:
-    """``median(a) / median(b)``: how many times slower ``a`` is than ``b``."""
-    return a.median / b.median if b.median > 0 else float("nan")
-
-
-def fmt_time(seconds: float) -> str:
-    if seconds != seconds:  # nan
-        return "–"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
-
-
-def fmt_ratio(value: float) -> str:
-    if value != value:
-        return "–"
-    if value >= 100:
-        return f"{value:.0f}×"
-    if value >= 10:
-        return f"{value:.1f}×"
-    return f"{value:.2f}×"
