@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from pyroaring import BitMap
 
 from . import bitmap as bm
+from .audiences import Audience, Audiences
 from .cache import SegmentCache
 from .catalog import Meta, SegmentInfo, Sets
-from .engine import Engine, ReachResult
-from .errors import CorruptSegment, SegmentNotFound
-from .expressions import Expr, to_expr
+from .engine import Engine, Insights, ReachResult
+from .errors import CorruptSegment, SegmentNotFound, UniverseNotFound
+from .expressions import Expr, refs, to_expr, uses_complement
 from .names import check_name
 from .records import RecordReader, Snapshot
 from .storage import Store, open_store
@@ -22,6 +24,7 @@ from .types import UserSet
 from .writer import Change, Writer, WriteResult
 
 log = logging.getLogger("segments")
+_T = TypeVar("_T")
 
 DEFAULT_UNIVERSE = "all"
 
@@ -58,8 +61,10 @@ class Segments:
         self.reader = RecordReader(store, self.sets, self.cache)
         self.engine = Engine(self.reader, self.cache, self.universe)
         self.writer = Writer(store, self.sets, self.reader, self.cache)
+        self.audiences = Audiences(store, self.sets, self.reader, self.universe)
         self.lookup_staleness = lookup_staleness
         self._lookup: tuple[float, Snapshot] | None = None
+        self._audience_list: tuple[float, list[Audience]] | None = None
 
     # -- writes -----------------------------------------------------------
 
@@ -115,11 +120,61 @@ class Segments:
         self._lookup = None
         return result
 
-    def delete(self, name: str) -> None:
-        """Delete a segment; ``SegmentNotFound`` if it does not exist."""
+    def delete(self, name: str, *, cascade: bool = False) -> list[str]:
+        """Delete a segment; ``SegmentNotFound`` if it does not exist.
+
+        ``InUse`` if audiences use it, unless ``cascade``, which deletes them
+        too. Returns the names deleted (the segment first).
+        """
         check_name(name)
+        if self.reader.meta(name) is None:
+            raise SegmentNotFound([name])
+        doomed = self.audiences.check_deletable(name, cascade)
         self.writer.delete(name)
+        for audience in doomed:
+            self.audiences.store.delete(self.audiences.set, audience)
         self._lookup = None
+        return [name, *doomed]
+
+    # -- audiences ----------------------------------------------------------
+
+    def define_audience(self, name: str, expr: str | dict[str, object] | Expr, description: str = "") -> Audience:
+        """Store a live named expression (a new definition version when it exists). See :mod:`.audiences`."""
+        audience = self.audiences.define(name, expr, description)
+        self._audience_list = None
+        return audience
+
+    def audience(self, name: str) -> Audience:
+        return self.audiences.get(name)
+
+    def list_audiences(self) -> list[Audience]:
+        return self.audiences.all()
+
+    def delete_audience(self, name: str, *, cascade: bool = False) -> list[str]:
+        """Delete an audience; ``InUse`` if other audiences use it, unless ``cascade``."""
+        deleted = self.audiences.delete(name, cascade=cascade)
+        self._audience_list = None
+        return deleted
+
+    def _resolve(self, expr: str | dict[str, object] | Expr) -> tuple[Expr, dict[str, int]]:
+        return self.audiences.expand(to_expr(expr))
+
+    def _with_audiences(self, expr: str | dict[str, object] | Expr, run: Callable[[Expr], _T]) -> tuple[_T, dict[str, int]]:
+        """``run(tree)``; when it names something that is not a segment, expand audiences and run again.
+
+        A plain segment expression pays nothing for audiences: they are looked
+        up only when the segment read reports unknown names.
+        """
+        tree = to_expr(expr)
+        try:
+            return run(tree), {}
+        except UniverseNotFound:
+            raise
+        except SegmentNotFound:
+            expanded, used = self.audiences.expand(tree)
+            if not used:
+                raise
+        return run(expanded), used
 
     # -- metadata ---------------------------------------------------------
 
@@ -168,7 +223,12 @@ class Segments:
                 return False
             return uid in self.engine.load(snap, {name: 1 << shard})[name][0]
 
-        return self.reader.consistent(body)
+        try:
+            return self.reader.consistent(body)
+        except SegmentNotFound:
+            if self.audiences.get_many([name])[name] is None:
+                raise
+        return self.matches(uid, name)  # an audience
 
     def segments_of(self, user_id: int, *, max_staleness: float | None = None) -> list[str]:
         """Names of the segments that contain ``user_id``, sorted.
@@ -291,24 +351,108 @@ class Segments:
 
     def reach(self, expr: str | dict[str, object] | Expr) -> int:
         """Exact number of users the expression selects."""
-        return self.engine.reach(to_expr(expr)).reach
+        return self.reach_detailed(expr).reach
 
     def reach_detailed(self, expr: str | dict[str, object] | Expr) -> ReachResult:
-        """``reach`` plus the version of every segment it read."""
-        return self.engine.reach(to_expr(expr))
+        """``reach`` plus the version of every segment (and audience definition) it read."""
+        result, used = self._with_audiences(expr, self.engine.reach)
+        return ReachResult(result.reach, result.versions, used) if used else result
 
     def evaluate(self, expr: str | dict[str, object] | Expr) -> BitMap:
         """The users the expression selects, as a new bitmap the caller owns."""
-        result, _ = self.engine.evaluate(to_expr(expr))
+        result, _ = self.evaluate_detailed(expr)
         return result
 
     def evaluate_detailed(self, expr: str | dict[str, object] | Expr) -> tuple[BitMap, dict[str, int]]:
-        return self.engine.evaluate(to_expr(expr))
+        """The users and the version of every segment read (audiences are listed under their names)."""
+        (result, versions), used = self._with_audiences(expr, self.engine.evaluate)
+        return result, {**versions, **used}
+
+    # -- per-user checks and insights ---------------------------------------
+
+    def matches(self, user_id: int, expr: str | dict[str, object] | Expr) -> bool:
+        """Whether one user is selected by ``expr``, reading only that user's shard."""
+        return self.match_many([user_id], expr)[0]
+
+    def match_many(self, user_ids: Sequence[int], expr: str | dict[str, object] | Expr) -> list[bool]:
+        """Whether each user is selected by ``expr`` (audiences expanded); only the users' shards are read.
+
+        Uses the lookup metadata snapshot (fresh within ``lookup_staleness``), like ``segments_of``.
+        """
+        uids = [bm.check_user_id(u) for u in user_ids]
+        tree, _ = self._resolve(expr)
+        names = set(refs(tree))
+        universe = self.universe if uses_complement(tree) else None
+
+        def body() -> list[bool]:
+            snap = self._lookup_snapshot(self.lookup_staleness)
+            missing = [n for n in names if n not in snap.metas]
+            if universe is not None and universe not in snap.metas:
+                raise UniverseNotFound(universe)
+            if missing:
+                snap = self.refresh_lookups()  # created since the snapshot?
+                missing = [n for n in names if n not in snap.metas]
+                if missing:
+                    raise SegmentNotFound(missing)
+            wanted = names | ({universe} if universe else set())
+            try:
+                return self.engine.matches(snap.only(wanted), tree, uids)
+            except BaseException:
+                self._lookup = None
+                raise
+
+        return self.reader.consistent(body)
+
+    def insights(self, expr: str | dict[str, object] | Expr, segments: Sequence[str] | None = None) -> Insights:
+        """Which segments over- and under-index in the audience ``expr`` (all segments by default)."""
+        tree, used = self._resolve(expr)
+        names = [check_name(n) for n in segments] if segments is not None else [
+            n for n in self.names() if n != self.universe
+        ]
+        result = self.engine.insights(tree, names)
+        return replace(result, audiences=used) if used else result
+
+    def audiences_of(self, user_id: int) -> list[str]:
+        """Names of the audiences ``user_id`` is in, sorted."""
+        uid = bm.check_user_id(user_id)
+        found = []
+        for audience in self._audiences_held():
+            try:
+                if self.matches(uid, audience.expr):
+                    found.append(audience.name)
+            except SegmentNotFound as exc:  # an audience over a segment deleted meanwhile
+                log.warning("audience %r cannot be evaluated: %s", audience.name, exc)
+        return found
+
+    def _audiences_held(self) -> list[Audience]:
+        held = self._audience_list
+        now = time.monotonic()
+        if held is None or self.lookup_staleness <= 0 or now - held[0] > self.lookup_staleness:
+            held = (now, self.audiences.all())
+            self._audience_list = held
+        return held[1]
 
     def overlap(self, names: Sequence[str]) -> Overlap:
-        """Pairwise intersection sizes of the named segments."""
+        """Pairwise intersection sizes of the named segments (or audiences)."""
         ordered = [check_name(n) for n in dict.fromkeys(names)]
-        bitmaps, snap = self.engine.whole(ordered)
+        try:
+            bitmaps, snap = self.engine.whole(ordered)
+            versions = {n: snap.metas[n].version for n in ordered}
+        except UniverseNotFound:
+            raise
+        except SegmentNotFound as exc:
+            found = self.audiences.get_many(exc.names)
+            unknown = [n for n, a in found.items() if a is None]
+            if unknown:
+                raise SegmentNotFound(unknown) from None
+            plain = [n for n in ordered if n not in found]
+            bitmaps, versions = {}, {}
+            if plain:
+                bitmaps, snap = self.engine.whole(plain)
+                versions = {n: snap.metas[n].version for n in plain}
+            for name in found:
+                bitmaps[name], used = self.evaluate_detailed(name)
+                versions[name] = used[name]
         sizes = [len(bitmaps[n]) for n in ordered]
         matrix = [[0] * len(ordered) for _ in ordered]
         for i, a in enumerate(ordered):
@@ -316,7 +460,6 @@ class Segments:
             for j in range(i + 1, len(ordered)):
                 both = bitmaps[a].intersection_cardinality(bitmaps[ordered[j]])
                 matrix[i][j] = matrix[j][i] = both
-        versions = {n: snap.metas[n].version for n in ordered}
         return Overlap(ordered, sizes, matrix, versions)
 
     def iter_shards(self, name: str) -> Iterator[tuple[int, BitMap]]:
@@ -327,6 +470,8 @@ class Segments:
         if a writer replaces it before the last shard was read).
         """
         check_name(name)
+        if self.reader.meta(name) is None and self.audiences.get_many([name])[name] is not None:
+            return bm.split_by_shard(self.evaluate(name))  # an audience: evaluated now, then streamed
         return self.reader.stream(name)
 
     # -- lifecycle --------------------------------------------------------

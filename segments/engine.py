@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyroaring import BitMap, FrozenBitMap
 
 from . import bitmap as bm
 from .cache import Entry, SegmentCache, patched
 from .catalog import ShardMap, runs_in, shards_in
-from .evaluate import Evaluator
+from .evaluate import Evaluator, holds
 from .expressions import Expr, Ref, refs, uses_complement
 from .plan import Planner
 from .records import RecordReader, Snapshot
@@ -30,7 +30,34 @@ Loaded = dict[str, tuple[BitMap, int]]
 @dataclass(frozen=True)
 class ReachResult:
     reach: int
+    #: version of every segment read
     versions: dict[str, int]
+    #: definition version of every audience the expression used
+    audiences: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InsightRow:
+    """How one segment is represented in an audience."""
+
+    segment: str
+    #: users in both the audience and the segment
+    both: int
+    #: share of the audience in the segment
+    share_of_audience: float
+    #: share of the universe in the segment
+    share_of_universe: float
+    #: lift: ``share_of_audience / share_of_universe * 100`` (``None`` when the segment is empty)
+    index: float | None
+
+
+@dataclass(frozen=True)
+class Insights:
+    reach: int
+    universe: int
+    rows: list[InsightRow]
+    versions: dict[str, int]
+    audiences: dict[str, int] = field(default_factory=dict)
 
 
 class Engine:
@@ -42,6 +69,7 @@ class Engine:
         self.universe = universe
         self._regions: dict[int, FrozenBitMap] = {}
         self._regions_lock = threading.Lock()
+        self._universe_counts: dict[tuple[str, str], int] = {}
 
     # -- queries ----------------------------------------------------------
 
@@ -79,6 +107,60 @@ class Engine:
             return {n: bitmap for n, (bitmap, _) in loaded.items()}, snap
 
         return self.reader.consistent(body)
+
+    def matches(self, snap: Snapshot, expr: Expr, uids: Sequence[int]) -> list[bool]:
+        """Whether each user is selected by ``expr``, reading only the users' shards.
+
+        ``snap`` must hold every segment ``expr`` names (and the universe when
+        it has a complement). Run inside :meth:`RecordReader.consistent`.
+        """
+        names = set(refs(expr))
+        if uses_complement(expr):
+            names.add(self.universe)
+        shards = 0
+        for uid in uids:
+            shards |= 1 << bm.shard_of(uid)
+        loaded = self.load(snap, {n: shards & snap.maps[n].mask for n in names})
+        bitmaps = {n: b for n, (b, _) in loaded.items()}
+        return [holds(expr, uid, bitmaps, self.universe) for uid in uids]
+
+    def insights(self, expr: Expr, names: Sequence[str]) -> Insights:
+        """For each named segment: its overlap with the audience ``expr`` and its lift. One version."""
+
+        def body() -> Insights:
+            snap = self.reader.snapshot([*refs(expr), *names], universe=self.universe)
+            plan = Planner(snap.maps, self.universe)
+            loaded = self.load(snap, plan.needs(expr))
+            audience = Evaluator(plan, loaded, self.region_bitmap).eval(expr)
+            whole = self.load(snap, {n: None for n in dict.fromkeys([*names, self.universe])})
+            universe, _ = whole[self.universe]
+            size, total = len(audience), len(universe)
+            rows = []
+            for name in dict.fromkeys(names):
+                members, _ = whole[name]
+                both = audience.intersection_cardinality(members)
+                in_universe = self._in_universe(name, members, snap.maps[name], snap.maps[self.universe], universe)
+                share_a = both / size if size else 0.0
+                share_u = in_universe / total if total else 0.0
+                index = share_a / share_u * 100 if share_u else None
+                rows.append(InsightRow(name, both, share_a, share_u, index))
+            rows.sort(key=lambda r: (r.index is None, -(r.index or 0.0), r.segment))
+            versions = {n: m.version for n, m in snap.metas.items()}
+            return Insights(size, total, rows, versions)
+
+        return self.reader.consistent(body)
+
+    def _in_universe(self, name: str, members: BitMap, smap: ShardMap, umap: ShardMap, universe: BitMap) -> int:
+        """``|segment & universe|``, remembered per pair of versions (it changes only when one does)."""
+        key = (smap.key, umap.key)
+        hit = self._universe_counts.get(key)
+        if hit is None:
+            hit = members.intersection_cardinality(universe)
+            with self._regions_lock:
+                if len(self._universe_counts) >= 4096:
+                    self._universe_counts.pop(next(iter(self._universe_counts)))
+                self._universe_counts[key] = hit
+        return hit
 
     def snapshot(self, names: Sequence[str]) -> Snapshot:
         """The current version of the named segments (metas and shard maps)."""
@@ -170,4 +252,4 @@ class Engine:
         return hit
 
 
-__all__ = ["Engine", "Loaded", "ReachResult"]
+__all__ = ["Engine", "InsightRow", "Insights", "Loaded", "ReachResult"]

@@ -6,7 +6,7 @@ computed; cached bitmaps are never mutated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pyroaring import BitMap, FrozenBitMap
 
@@ -173,3 +173,23 @@ def _apply(acc: BitMap, owned: bool, value: BitMap, kind: int) -> tuple[BitMap, 
     if kind == _SUB:
         return acc - value, True
     return acc ^ value, True
+
+
+def holds(node: Expr, uid: int, bitmaps: Mapping[str, BitMap | FrozenBitMap], universe: str) -> bool:
+    """Whether user ``uid`` is selected by ``node``: membership tests only, no set operation.
+
+    ``bitmaps`` need only be exact on ``uid``'s shard.
+    """
+    if isinstance(node, Ref):
+        return uid in bitmaps[node.name]
+    if isinstance(node, Not):
+        return uid in bitmaps[universe] and not holds(node.operand, uid, bitmaps, universe)
+    if isinstance(node, And):
+        return all(holds(op, uid, bitmaps, universe) for op in node.operands)
+    if isinstance(node, Or):
+        return any(holds(op, uid, bitmaps, universe) for op in node.operands)
+    if isinstance(node, Diff):
+        first, *rest = node.operands
+        return holds(first, uid, bitmaps, universe) and not any(holds(op, uid, bitmaps, universe) for op in rest)
+    count = sum(holds(op, uid, bitmaps, universe) for op in node.operands)  # Xor: odd number of operands
+    return count % 2 == 1

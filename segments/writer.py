@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from pyroaring import BitMap, FrozenBitMap
 
 from . import bitmap as bm
+from .audiences import AUDIENCE_SET
 from .cache import SegmentCache
 from .catalog import EMPTY_MAP, Meta, Sets, encode_map, map_key, new_rid, now_ms, shard_key
-from .errors import Conflict, CorruptSegment, SegmentNotFound
+from .errors import Conflict, CorruptSegment, NameTaken, SegmentNotFound
 from .records import RecordReader
 from .storage.base import Store
 from .types import BinValue
@@ -107,6 +108,8 @@ class Writer:
             raise Conflict(f"segment {name!r} is {found}, not at version {change.expect_version}")
         if meta is None and not change.create:
             raise SegmentNotFound([name])
+        if meta is None and self.store.get_many(self.sets.named(AUDIENCE_SET), [name])[0] is not None:
+            raise NameTaken(f"{name!r} is an audience; a segment needs a name of its own")
         if meta is not None and _recorded(meta, change):
             return WriteResult(meta, False)
         old_entries = base.entries
