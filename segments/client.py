@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TypeVar
 
 from pyroaring import BitMap
@@ -17,6 +18,8 @@ from .catalog import Meta, SegmentInfo, Sets
 from .engine import Engine, Insights, ReachResult
 from .errors import CorruptSegment, SegmentNotFound, UniverseNotFound
 from .expressions import Expr, refs, to_expr, uses_complement
+from .history import Point
+from .keys import KeyTable
 from .names import check_name
 from .records import RecordReader, Snapshot
 from .storage import Store, open_store
@@ -61,6 +64,8 @@ class Segments:
         self.reader = RecordReader(store, self.sets, self.cache)
         self.engine = Engine(self.reader, self.cache, self.universe)
         self.writer = Writer(store, self.sets, self.reader, self.cache)
+        #: string user keys <-> IDs (:mod:`.keys`); its cache is charged to ``cache_bytes``
+        self.keys = KeyTable(store, self.sets, self.cache)
         self.audiences = Audiences(store, self.sets, self.reader, self.universe)
         self.lookup_staleness = lookup_staleness
         self._lookup: tuple[float, Snapshot] | None = None
@@ -114,6 +119,27 @@ class Segments:
         """``replace`` with an idempotency watermark (see ``apply``)."""
         check_name(name)
         return self._apply(name, Change(replace=bm.to_bitmap(ids), source=source, position=position))
+
+    # -- writes by string user key (see :mod:`.keys`) -------------------------
+    #
+    # The ID methods above stay as they are; these translate first. Keys written here get IDs
+    # (once, for ever); a key never written is in no segment.
+
+    def replace_keys(self, name: str, keys: Iterable[str]) -> SegmentInfo:
+        """``replace`` with string user keys; keys seen for the first time get new IDs."""
+        check_name(name)
+        return self.replace(name, self.keys.create(keys))
+
+    def add_keys(self, name: str, keys: Iterable[str]) -> SegmentInfo:
+        """``add`` with string user keys; keys seen for the first time get new IDs."""
+        check_name(name)
+        return self.add(name, self.keys.create(keys))
+
+    def remove_keys(self, name: str, keys: Iterable[str]) -> SegmentInfo:
+        """``remove`` with string user keys; a key that has no ID is in no segment and is skipped
+        (nothing is allocated). ``SegmentNotFound`` if the segment does not exist."""
+        check_name(name)
+        return self.remove(name, [uid for uid in self.keys.translate(keys) if uid is not None])
 
     def _apply(self, name: str, change: Change) -> WriteResult:
         result = self.writer.apply(name, change)
@@ -204,6 +230,18 @@ class Segments:
         """
         snap = self._lookup_snapshot(max_age)
         return {name: meta.info() for name, meta in sorted(snap.metas.items())}
+
+    def history(self, name: str, *, since: datetime | None = None, until: datetime | None = None) -> list[Point]:
+        """The size history of a segment: one point per published version, bounded (see :mod:`.history`)."""
+        check_name(name)
+        points = self.writer.history.points(
+            name,
+            since_ms=None if since is None else int(since.timestamp() * 1000),
+            until_ms=None if until is None else int(until.timestamp() * 1000),
+        )
+        if not points and self.reader.meta(name) is None:
+            raise SegmentNotFound([name])
+        return points
 
     def watermarks(self, names: Sequence[str], source: str) -> dict[str, int]:
         """The last ingest position recorded per segment for ``source`` (-1: none)."""
@@ -480,6 +518,7 @@ class Segments:
         self.store.ping()
 
     def close(self) -> None:
+        self.keys.close()
         self.store.close()
 
     def __enter__(self) -> Segments:

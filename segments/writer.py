@@ -22,6 +22,7 @@ from .audiences import AUDIENCE_SET
 from .cache import SegmentCache
 from .catalog import EMPTY_MAP, Meta, Sets, encode_map, map_key, new_rid, now_ms, shard_key
 from .errors import Conflict, CorruptSegment, NameTaken, SegmentNotFound
+from .history import History, Point
 from .records import RecordReader
 from .storage.base import Store
 from .types import BinValue
@@ -53,6 +54,14 @@ class WriteResult:
     applied: bool
 
 
+def _op(change: Change) -> str:
+    if change.replace is not None:
+        return "replace"
+    if change.add and change.remove:
+        return "apply"
+    return "remove" if change.remove else "add"
+
+
 def _recorded(meta: Meta, change: Change) -> bool:
     """The segment already recorded this change's ingest position (a replay)."""
     return (
@@ -69,6 +78,8 @@ class _Base:
     meta: Meta | None
     entries: dict[int, tuple[int, int]]  # shard -> (cardinality, rid)
     parts: dict[int, BitMap | None]  # the new content of every shard the change rewrites
+    added: int | None = 0
+    removed: int | None = 0
 
 
 class Writer:
@@ -77,6 +88,7 @@ class Writer:
         self.sets = sets
         self.reader = reader
         self.cache = cache
+        self.history = History(store, sets)
 
     def apply(self, name: str, change: Change) -> WriteResult:
         for attempt in range(_MAX_ATTEMPTS):
@@ -91,14 +103,14 @@ class Writer:
     def _read(self, name: str, change: Change) -> _Base:
         meta = self.reader.meta(name)
         if meta is None:
-            return _Base(None, {}, self._new_parts(name, change, None, {}))
+            return _Base(None, {}, *self._new_parts(name, change, None, {}))
         if _recorded(meta, change) or (
             change.expect_version is not None and meta.version != change.expect_version
         ):
             return _Base(meta, {}, {})  # nothing will be written: read nothing more
         old_map = self.reader.maps([meta])[name]
         entries = {s: (c, r) for s, c, r in old_map.triples()}
-        return _Base(meta, entries, self._new_parts(name, change, meta, entries))
+        return _Base(meta, entries, *self._new_parts(name, change, meta, entries))
 
     def _attempt(self, name: str, change: Change) -> WriteResult:
         base = self.reader.consistent(lambda: self._read(name, change))
@@ -174,6 +186,9 @@ class Writer:
         ]
         stale_maps = [meta.map_key] if meta is not None and meta.map_key and not unchanged_map else []
         self._discard(stale_shards, stale_maps)
+        self.history.record(name, Point(
+            new_meta.version, new_meta.updated_ms, new_meta.cardinality, _op(change), base.added, base.removed,
+        ))
         return WriteResult(replace(new_meta, generation=generation), True)
 
     def _new_parts(
@@ -182,27 +197,32 @@ class Writer:
         change: Change,
         meta: Meta | None,
         old_entries: dict[int, tuple[int, int]],
-    ) -> dict[int, BitMap | None]:
+    ) -> tuple[dict[int, BitMap | None], int | None, int | None]:
+        """The new content of every shard the change rewrites, and how many IDs it adds and removes
+        (``None`` for a replace, which does not read the shards it overwrites)."""
         if change.replace is not None:
-            return dict(bm.split_by_shard(change.replace))
+            return dict(bm.split_by_shard(change.replace)), None, None
         add = change.add if change.add is not None else BitMap()
         remove = change.remove if change.remove is not None else BitMap()
         touched = set(bm.shards_of(add)) | (set(bm.shards_of(remove)) & set(old_entries))
         if not touched:
-            return {}
+            return {}, 0, 0
         old_parts: dict[int, BitMap] = {}
         existing = sorted(touched & set(old_entries))
         if existing and meta is not None:
             wanted = [(name, s, old_entries[s][1]) for s in existing]
             old_parts = dict(zip(existing, self.reader.shards({name: meta}, wanted)))
         out: dict[int, BitMap | None] = {}
+        added = removed = 0
         for shard in sorted(touched):
             old = old_parts.get(shard, BitMap())
             new = old - bm.shard_part(remove, shard) if remove else old.copy()
             new |= bm.shard_part(add, shard)
             if new != old:
                 out[shard] = new
-        return out
+                added += new.difference_cardinality(old)
+                removed += old.difference_cardinality(new)
+        return out, added, removed
 
     def _discard(self, shard_keys: list[str], map_keys: list[str]) -> None:
         for set_name, keys in ((self.sets.shard, shard_keys), (self.sets.map, map_keys)):
@@ -238,5 +258,6 @@ class Writer:
                 [meta.map_key] if meta.map_key else [],
             )
             self.cache.drop(name)
+            self.history.delete(name)
             return
         raise Conflict(f"segment {name!r} is changing too fast to delete")
