@@ -10,6 +10,7 @@ Every error the library raises on purpose is a ``SegmentsError``::
     │   │   └── AudienceCycle            an audience would use itself (``cycle`` lists the path)
     │   ├── InvalidSegmentName
     │   ├── InvalidUserId
+    │   ├── BadTime                      an ``at`` outside the retention, in the future, or on a plain segment
     │   └── InvalidBitmap                user-supplied roaring bytes failed validation
     ├── SegmentNotFound              names the missing segments (HTTP 404)
     │   └── UniverseNotFound             ``~x`` needs the universe segment
@@ -122,6 +123,12 @@ class InvalidUserId(InvalidInput):
     """A user ID is not an integer in ``[0, 2**32)``."""
 
     code = "invalid_user_id"
+
+
+class BadTime(InvalidInput):
+    """A write's ``at`` (or a window) cannot be used: outside the retention, in the future, or not windowed."""
+
+    code = "bad_time"
 
 
 class InvalidBitmap(InvalidInput):
