@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from pyroaring import BitMap
@@ -14,16 +14,18 @@ from pyroaring import BitMap
 from . import bitmap as bm
 from .audiences import Audience, Audiences
 from .cache import SegmentCache
-from .catalog import Meta, SegmentInfo, Sets
+from .catalog import Meta, SegmentInfo, Sets, now_ms
 from .engine import Engine, Insights, ReachResult
-from .errors import CorruptSegment, SegmentNotFound, UniverseNotFound
-from .expressions import Expr, refs, to_expr, uses_complement
+from .errors import BadTime, CorruptSegment, InvalidInput, NameTaken, SegmentNotFound, UniverseNotFound
+from .expressions import Expr, Not, Ref, refs, to_expr, uses_complement
+from .expressions.ast import Window
 from .history import Point
 from .keys import KeyTable
 from .names import check_name
 from .records import RecordReader, Snapshot
 from .storage import Store, open_store
 from .types import UserSet
+from .windows import BUCKET_SEP, WindowConfig, Windows, has_windows, parse_time, substitute
 from .writer import Change, Writer, WriteResult
 
 log = logging.getLogger("segments")
@@ -67,26 +69,30 @@ class Segments:
         #: string user keys <-> IDs (:mod:`.keys`); its cache is charged to ``cache_bytes``
         self.keys = KeyTable(store, self.sets, self.cache)
         self.audiences = Audiences(store, self.sets, self.reader, self.universe)
+        self.windows = Windows(store, self.sets, self.reader)
         self.lookup_staleness = lookup_staleness
         self._lookup: tuple[float, Snapshot] | None = None
         self._audience_list: tuple[float, list[Audience]] | None = None
 
     # -- writes -----------------------------------------------------------
 
-    def replace(self, name: str, ids: UserSet) -> SegmentInfo:
-        """Set a segment's members to exactly ``ids`` (creating it if needed)."""
-        check_name(name)
-        return self._apply(name, Change(replace=bm.to_bitmap(ids))).meta.info()
+    def replace(self, name: str, ids: UserSet, *, at: object | None = None) -> SegmentInfo:
+        """Set a segment's members to exactly ``ids`` (creating it if needed).
 
-    def add(self, name: str, ids: UserSet) -> SegmentInfo:
-        """Add members, creating the segment if it does not exist."""
+        On a windowed segment this replaces one bucket: the one of ``at`` (default now).
+        """
         check_name(name)
-        return self._apply(name, Change(add=bm.to_bitmap(ids))).meta.info()
+        return self._apply(name, Change(replace=bm.to_bitmap(ids)), at).meta.info()
 
-    def remove(self, name: str, ids: UserSet) -> SegmentInfo:
-        """Remove members; ``SegmentNotFound`` if the segment does not exist."""
+    def add(self, name: str, ids: UserSet, *, at: object | None = None) -> SegmentInfo:
+        """Add members, creating the segment if it does not exist (windowed: to the bucket of ``at``)."""
         check_name(name)
-        return self._apply(name, Change(remove=bm.to_bitmap(ids), create=False)).meta.info()
+        return self._apply(name, Change(add=bm.to_bitmap(ids)), at).meta.info()
+
+    def remove(self, name: str, ids: UserSet, *, at: object | None = None) -> SegmentInfo:
+        """Remove members; ``SegmentNotFound`` if the segment does not exist (windowed: from one bucket)."""
+        check_name(name)
+        return self._apply(name, Change(remove=bm.to_bitmap(ids), create=False), at).meta.info()
 
     def apply(
         self,
@@ -97,11 +103,13 @@ class Segments:
         source: str | None = None,
         position: int | None = None,
         create: bool = True,
+        at: object | None = None,
     ) -> WriteResult:
         """Remove then add in one atomic change.
 
         With ``source`` and ``position`` the change is idempotent: it is skipped
         when the segment already recorded ``position`` (or later) for ``source``.
+        ``at`` picks the bucket of a windowed segment (``BadTime`` on a plain one).
         """
         check_name(name)
         change = Change(
@@ -111,14 +119,15 @@ class Segments:
             source=source,
             position=position,
         )
-        return self._apply(name, change)
+        return self._apply(name, change, at)
 
     def replace_from(
-        self, name: str, ids: UserSet, *, source: str | None = None, position: int | None = None
+        self, name: str, ids: UserSet, *, source: str | None = None, position: int | None = None,
+        at: object | None = None,
     ) -> WriteResult:
         """``replace`` with an idempotency watermark (see ``apply``)."""
         check_name(name)
-        return self._apply(name, Change(replace=bm.to_bitmap(ids), source=source, position=position))
+        return self._apply(name, Change(replace=bm.to_bitmap(ids), source=source, position=position), at)
 
     # -- writes by string user key (see :mod:`.keys`) -------------------------
     #
@@ -141,10 +150,117 @@ class Segments:
         check_name(name)
         return self.remove(name, [uid for uid in self.keys.translate(keys) if uid is not None])
 
-    def _apply(self, name: str, change: Change) -> WriteResult:
-        result = self.writer.apply(name, change)
+    def _apply(self, name: str, change: Change, at: object | None = None) -> WriteResult:
+        if BUCKET_SEP in name:
+            raise InvalidInput(f"invalid segment name {name!r}: '::' is reserved for time buckets")
+        if at is None:
+            try:
+                result = self.writer.apply(name, change)
+            except NameTaken:
+                config = self.windows.config(name, fresh=True)
+                if config is None:
+                    raise
+                result = self._apply_windowed(config, change, None)
+        else:
+            config = self.windows.config(name)
+            if config is None:
+                if self.reader.meta(name) is None:
+                    config = self.windows.config(name, fresh=True)  # created meanwhile elsewhere?
+                if config is None:
+                    raise BadTime(f"segment {name!r} is not windowed: a write to it cannot say when (at)")
+            result = self._apply_windowed(config, change, at)
         self._lookup = None
         return result
+
+    def _apply_windowed(self, config: WindowConfig, change: Change, at: object | None) -> WriteResult:
+        """Write one bucket: create it (empty) if new, register it, write it; then expire old buckets."""
+        bucket = self.windows.bucket_for(config, at)
+        segment = config.segment(bucket)
+        if bucket not in config.buckets:
+            if self.reader.meta(segment) is None:
+                if not change.create:
+                    self.windows.expire_now(config, self._drop_bucket)
+                    return WriteResult(self._empty_meta(segment), False)
+                self.writer.apply(segment, Change(replace=bm.BitMap()))
+            config = self.windows.register(config, bucket)
+        result = self.writer.apply(segment, change)
+        self.windows.expire_now(config, self._drop_bucket)
+        return result
+
+    def _drop_bucket(self, segment: str) -> None:
+        try:
+            self.writer.delete(segment)
+        except SegmentNotFound:
+            pass
+
+    @staticmethod
+    def _empty_meta(name: str) -> Meta:
+        now = now_ms()
+        return Meta(name, 0, 0, now, now, "")
+
+    # -- windowed segments --------------------------------------------------
+
+    def create_windowed(self, name: str, *, granularity: str = "day", retention: int = 400) -> WindowConfig:
+        """A segment whose members are kept per UTC ``granularity`` bucket for ``retention`` buckets.
+
+        Query it over a window (``name[7d]``, ``name[2026-11-01..2026-11-30]``) or whole
+        (every retained bucket). See :mod:`.windows`.
+        """
+        config = self.windows.create(name, granularity=granularity, retention=retention)
+        if self.reader.meta(config.empty_segment) is None:
+            self.writer.apply(config.empty_segment, Change(replace=bm.BitMap()))
+        return config
+
+    def windowed(self) -> list[WindowConfig]:
+        """Every windowed segment's config."""
+        return self.windows.all()
+
+    def expire(self, *, now: datetime | None = None) -> dict[str, list[str]]:
+        """Delete every bucket past its segment's retention (idempotent, safe on a live store).
+
+        Also deletes bucket segments that are not registered and past the
+        retention (left by a writer that raced an earlier expiry).
+        """
+        done: dict[str, list[str]] = {}
+        configs = {c.name: c for c in self.windows.all()}
+        for config in configs.values():
+            dropped = self.windows.expire_now(config, self._drop_bucket, now=now)
+            if dropped:
+                done[config.name] = dropped
+        for name in self.names(buckets=True):
+            parent, sep, bucket = name.partition(BUCKET_SEP)
+            owner = configs.get(parent)
+            if not sep or owner is None or bucket == "empty" or bucket in owner.buckets:
+                continue
+            if bucket < owner.bucket_of(owner.oldest_kept(now or datetime.now(UTC))):
+                self._drop_bucket(name)
+                done.setdefault(parent, []).append(bucket)
+        return done
+
+    def delete_windowed(self, name: str, *, cascade: bool = False) -> list[str]:
+        """Delete a windowed segment and all its buckets."""
+        doomed = self.audiences.check_deletable(name, cascade)
+        config = self.windows.delete(name)
+        for bucket in config.buckets:
+            self._drop_bucket(config.segment(bucket))
+        self._drop_bucket(config.empty_segment)
+        for audience in doomed:
+            self.audiences.store.delete(self.audiences.set, audience)
+        return [name, *doomed]
+
+    def _resolve_windows(self, expr: Expr, as_of: datetime | None) -> Expr:
+        names = sorted(set(refs(expr)))
+        configs = self.windows.configs(names)
+        when = as_of or datetime.now(UTC)
+        replace_map: dict[Ref, Expr] = {}
+        for ref in _refs(expr):
+            config = configs.get(ref.name)
+            if config is None:
+                if ref.window is not None:
+                    raise BadTime(f"segment {ref.name!r} is not windowed: [{ref.window}] cannot apply to it")
+                continue
+            replace_map[ref] = self.windows.resolve(config, ref.window, when)
+        return substitute(expr, replace_map) if replace_map else expr
 
     def delete(self, name: str, *, cascade: bool = False) -> list[str]:
         """Delete a segment; ``SegmentNotFound`` if it does not exist.
@@ -154,6 +270,8 @@ class Segments:
         """
         check_name(name)
         if self.reader.meta(name) is None:
+            if self.windows.config(name, fresh=True) is not None:
+                return self.delete_windowed(name, cascade=cascade)
             raise SegmentNotFound([name])
         doomed = self.audiences.check_deletable(name, cascade)
         self.writer.delete(name)
@@ -182,25 +300,42 @@ class Segments:
         self._audience_list = None
         return deleted
 
-    def _resolve(self, expr: str | dict[str, object] | Expr) -> tuple[Expr, dict[str, int]]:
-        return self.audiences.expand(to_expr(expr))
+    def _resolve(
+        self, expr: str | dict[str, object] | Expr, as_of: datetime | None = None
+    ) -> tuple[Expr, dict[str, int]]:
+        """The expression over stored segments only: audiences expanded, windows turned into buckets."""
+        expanded, used = self.audiences.expand(to_expr(expr))
+        return self._resolve_windows(expanded, as_of), used
 
-    def _with_audiences(self, expr: str | dict[str, object] | Expr, run: Callable[[Expr], _T]) -> tuple[_T, dict[str, int]]:
-        """``run(tree)``; when it names something that is not a segment, expand audiences and run again.
+    def _with_audiences(
+        self, expr: str | dict[str, object] | Expr, run: Callable[[Expr], _T], as_of: datetime | None = None
+    ) -> tuple[_T, dict[str, int]]:
+        """``run(tree)`` on the expression resolved to stored segments.
 
-        A plain segment expression pays nothing for audiences: they are looked
-        up only when the segment read reports unknown names.
+        A plain segment expression pays nothing for resolution: audiences and
+        windowed segments are looked up only when the expression has a window,
+        an ``as_of``, or names something the segment read does not know.
         """
         tree = to_expr(expr)
-        try:
-            return run(tree), {}
-        except UniverseNotFound:
-            raise
-        except SegmentNotFound:
-            expanded, used = self.audiences.expand(tree)
-            if not used:
+        if as_of is None and not has_windows(tree):
+            try:
+                return run(tree), {}
+            except UniverseNotFound:
                 raise
-        return run(expanded), used
+            except SegmentNotFound:
+                pass
+        for attempt in range(2):
+            resolved, used = self._resolve(tree, as_of)
+            try:
+                return run(resolved), used
+            except UniverseNotFound:
+                raise
+            except SegmentNotFound as exc:
+                # a bucket expired under a config held for a moment: resolve once more from fresh configs
+                if attempt or not any(BUCKET_SEP in n for n in exc.names):
+                    raise
+                self.windows.configs([n.partition(BUCKET_SEP)[0] for n in exc.names], fresh=True)
+        raise AssertionError("unreachable")
 
     # -- metadata ---------------------------------------------------------
 
@@ -211,16 +346,16 @@ class Segments:
             raise SegmentNotFound([name])
         return meta.info()
 
-    def names(self) -> list[str]:
-        """All segment names, sorted."""
-        return sorted(key for key, _ in self.store.scan(self.sets.meta))
+    def names(self, *, buckets: bool = False) -> list[str]:
+        """All segment names, sorted (the time buckets of windowed segments only with ``buckets``)."""
+        return sorted(key for key, _ in self.store.scan(self.sets.meta) if buckets or BUCKET_SEP not in key)
 
     def infos(self) -> list[SegmentInfo]:
         """Every segment's info, sorted by name (a segment whose metadata is damaged is logged and left out)."""
         metas, damaged = self.reader.all_metas()
         for exc in damaged.values():
             log.error("%s", exc)
-        return [metas[n].info() for n in sorted(metas)]
+        return [metas[n].info() for n in sorted(metas) if BUCKET_SEP not in n]
 
     def catalog(self, max_age: float) -> dict[str, SegmentInfo]:
         """Every segment's info from a metadata snapshot at most ``max_age`` seconds old.
@@ -387,23 +522,50 @@ class Segments:
     def parse(self, expr: str | dict[str, object] | Expr) -> Expr:
         return to_expr(expr)
 
-    def reach(self, expr: str | dict[str, object] | Expr) -> int:
-        """Exact number of users the expression selects."""
-        return self.reach_detailed(expr).reach
+    def reach(self, expr: str | dict[str, object] | Expr, *, as_of: object | None = None) -> int:
+        """Exact number of users the expression selects.
 
-    def reach_detailed(self, expr: str | dict[str, object] | Expr) -> ReachResult:
+        ``as_of`` evaluates the windows of windowed segments as of that moment.
+        """
+        return self.reach_detailed(expr, as_of=as_of).reach
+
+    def reach_detailed(self, expr: str | dict[str, object] | Expr, *, as_of: object | None = None) -> ReachResult:
         """``reach`` plus the version of every segment (and audience definition) it read."""
-        result, used = self._with_audiences(expr, self.engine.reach)
+        when = None if as_of is None else parse_time(as_of, "as_of")
+        result, used = self._with_audiences(expr, self.engine.reach, when)
         return ReachResult(result.reach, result.versions, used) if used else result
 
-    def evaluate(self, expr: str | dict[str, object] | Expr) -> BitMap:
+    def reach_history(
+        self, expr: str | dict[str, object] | Expr, *, start: object, end: object, step: str = "1d"
+    ) -> list[tuple[datetime, int]]:
+        """The reach as of each step from ``start`` to ``end`` (inclusive), e.g. 90 daily points.
+
+        ``step``: ``1d``, ``6h``, ... (at most 1,000 points).
+        """
+        first, last = parse_time(start, "from"), parse_time(end, "to")
+        window = Window.parse(step)
+        if window.last is None:
+            raise InvalidInput(f"step must look like 1d or 6h, got {step!r}")
+        delta = timedelta(days=window.last) if window.unit == "d" else timedelta(hours=window.last)
+        if last < first:
+            raise BadTime("the history ends (to) before it starts (from)")
+        count = int((last - first) / delta) + 1
+        if count > 1000:
+            raise InvalidInput(f"{count} points asked for; at most 1000 (use a larger step)")
+        tree = to_expr(expr)
+        return [(first + delta * i, self.reach(tree, as_of=first + delta * i)) for i in range(count)]
+
+    def evaluate(self, expr: str | dict[str, object] | Expr, *, as_of: object | None = None) -> BitMap:
         """The users the expression selects, as a new bitmap the caller owns."""
-        result, _ = self.evaluate_detailed(expr)
+        result, _ = self.evaluate_detailed(expr, as_of=as_of)
         return result
 
-    def evaluate_detailed(self, expr: str | dict[str, object] | Expr) -> tuple[BitMap, dict[str, int]]:
+    def evaluate_detailed(
+        self, expr: str | dict[str, object] | Expr, *, as_of: object | None = None
+    ) -> tuple[BitMap, dict[str, int]]:
         """The users and the version of every segment read (audiences are listed under their names)."""
-        (result, versions), used = self._with_audiences(expr, self.engine.evaluate)
+        when = None if as_of is None else parse_time(as_of, "as_of")
+        (result, versions), used = self._with_audiences(expr, self.engine.evaluate, when)
         return result, {**versions, **used}
 
     # -- per-user checks and insights ---------------------------------------
@@ -526,6 +688,15 @@ class Segments:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _refs(expr: Expr) -> list[Ref]:
+    """Every reference node (with its window), in order."""
+    if isinstance(expr, Ref):
+        return [expr]
+    if isinstance(expr, Not):
+        return _refs(expr.operand)
+    return [r for op in expr.operands for r in _refs(op)]
 
 
 def connect(

@@ -24,6 +24,7 @@ from .catalog import EMPTY_MAP, Meta, Sets, encode_map, map_key, new_rid, now_ms
 from .errors import Conflict, CorruptSegment, NameTaken, SegmentNotFound
 from .history import History, Point
 from .records import RecordReader
+from .windows import BUCKET_SEP, WINDOW_SET
 from .storage.base import Store
 from .types import BinValue
 
@@ -120,8 +121,13 @@ class Writer:
             raise Conflict(f"segment {name!r} is {found}, not at version {change.expect_version}")
         if meta is None and not change.create:
             raise SegmentNotFound([name])
-        if meta is None and self.store.get_many(self.sets.named(AUDIENCE_SET), [name])[0] is not None:
-            raise NameTaken(f"{name!r} is an audience; a segment needs a name of its own")
+        if meta is None and BUCKET_SEP not in name:
+            audience, windowed = (
+                self.store.get_many(self.sets.named(kind), [name])[0] for kind in (AUDIENCE_SET, WINDOW_SET)
+            )
+            if audience is not None or windowed is not None:
+                kind = "an audience" if audience is not None else "a windowed segment"
+                raise NameTaken(f"{name!r} is {kind}; a segment needs a name of its own")
         if meta is not None and _recorded(meta, change):
             return WriteResult(meta, False)
         old_entries = base.entries

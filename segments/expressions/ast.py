@@ -9,18 +9,68 @@ tree.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import date
 from typing import ClassVar, TypeAlias
+
+from ..errors import ExpressionSyntaxError
+
+_RELATIVE = re.compile(r"([1-9][0-9]{0,5})([dh])")
+_DATE = r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+_RANGE = re.compile(rf"{_DATE}(?:\.\.{_DATE})?")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A time window of a windowed segment: the last ``last`` days/hours, or a UTC date range.
+
+    Text: ``7d``, ``24h``, ``2026-11-01..2026-11-30`` (inclusive), ``2026-11-30`` (one day).
+    """
+
+    last: int | None = None
+    unit: str = "d"
+    start: date | None = None
+    end: date | None = None
+
+    def __str__(self) -> str:
+        if self.last is not None:
+            return f"{self.last}{self.unit}"
+        assert self.start is not None and self.end is not None
+        if self.start == self.end:
+            return self.start.isoformat()
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+    @classmethod
+    def parse(cls, text: str, position: int = 0) -> Window:
+        """``7d`` / ``24h`` / ``YYYY-MM-DD[..YYYY-MM-DD]``; ``ExpressionSyntaxError`` otherwise."""
+        expected = "a window: 7d, 24h, 2026-11-30 or 2026-11-01..2026-11-30"
+        relative = _RELATIVE.fullmatch(text)
+        if relative:
+            return cls(last=int(relative.group(1)), unit=relative.group(2))
+        dates = _RANGE.fullmatch(text)
+        if not dates:
+            raise ExpressionSyntaxError(f"invalid window [{text}] at position {position}", position, expected)
+        try:
+            y1, m1, d1, y2, m2, d2 = dates.groups()
+            start = date(int(y1), int(m1), int(d1))
+            end = date(int(y2), int(m2), int(d2)) if y2 else start
+        except ValueError as exc:
+            raise ExpressionSyntaxError(f"invalid window [{text}]: {exc}", position, expected) from exc
+        if end < start:
+            raise ExpressionSyntaxError(f"invalid window [{text}]: it ends before it starts", position, expected)
+        return cls(start=start, end=end)
 
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """A reference to a stored segment."""
+    """A reference to a stored segment (of a windowed segment: with an optional time window)."""
 
     name: str
+    window: Window | None = None
 
     def __str__(self) -> str:
-        return self.name
+        return self.name if self.window is None else f"{self.name}[{self.window}]"
 
 
 @dataclass(frozen=True, slots=True)
