@@ -15,7 +15,7 @@ import segments
 from segments.errors import SegmentsError, StorageUnavailable
 from segments.logs import configure as configure_logging
 
-from .consumer import IngestConsumer
+from .consumer import FatalStoreError, IngestConsumer
 from .metrics import IngestMetrics
 from .settings import IngestSettings
 
@@ -61,6 +61,8 @@ def _connect(settings: IngestSettings, shutdown: _Shutdown) -> segments.Segments
         try:
             return segments.connect(settings.store, set_prefix=settings.set_prefix, cache_bytes=64 << 20)
         except StorageUnavailable as exc:
+            # only an unreachable store is waited for: a bad URL raises a plain StorageError, whose
+            # fault says "transient", but opening it again cannot succeed
             log.warning("store %s unavailable (%s); retrying in %.1fs", settings.store, exc, delay)
         except SegmentsError as exc:
             log.error("cannot open the store %s: %s", settings.store, exc)
@@ -90,6 +92,9 @@ def _consume(settings: IngestSettings, segs: segments.Segments, shutdown: _Shutd
     except KafkaException as exc:
         log.error("Kafka failed: %s", exc)
         return 1
+    except FatalStoreError:
+        log.critical("stopped: fix the store and restart; consumption resumes at the last committed offsets")
+        return 3
     log.info("stopped")
     return 0
 

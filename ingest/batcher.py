@@ -10,13 +10,14 @@ and the segment's new members are ``(S - R) | A`` where ``S`` is its current
 membership, or the union of batch ``b``'s parts when ``base`` is set. That is
 exactly one ``Segments.apply(add=A, remove=R)`` (or one ``replace_from``),
 which rewrites every touched shard once, whatever the number of messages.
-Applying the updates one by one gives the same set (property-tested).
+Applying the updates one by one gives the same set.
 
 :func:`plan` groups a batch by ``(segment, source)`` where ``source`` is
 ``topic/partition``, drops the messages at or below the segment's recorded
 watermark for that source (already applied before a crash or a rebalance),
-runs replace parts through the segment's :class:`~ingest.staging.SegmentStaging`
-and folds the rest.
+runs replace parts through the segment's :class:`segments.SegmentStaging`
+and folds the rest. ``tests/ingest/test_sink.py`` checks plan plus the sink
+against a store and a set model.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 
 from pyroaring import BitMap, FrozenBitMap
 
+from segments import PartOutcome, SegmentStaging
+
 from .codec import DecodeError, Update
-from .staging import Outcome, SegmentStaging
 
 RawHeaders = list[tuple[str, str | bytes | None]]
 
@@ -56,20 +58,6 @@ class Fold:
         self.add = BitMap()
         self.remove = BitMap()
         self.creates = True
-
-    @property
-    def empty(self) -> bool:
-        """Nothing to write (no replace, no add, no IDs to remove)."""
-        return self.base is None and not self.add and not self.remove and not self.creates
-
-    def result(self, current: BitMap | FrozenBitMap, base: BitMap | FrozenBitMap | None = None) -> BitMap:
-        """The members after the fold, from the current ones (or the replace batch's union)."""
-        start = BitMap(base if self.base is not None and base is not None else current)
-        if self.base is not None and base is None:
-            raise ValueError("a fold with a replace needs the batch's union as base")
-        start -= self.remove
-        start |= self.add
-        return start
 
 
 @dataclass(frozen=True)
@@ -147,19 +135,6 @@ def group(records: Sequence[Consumed]) -> tuple[list[Group], list[Rejected]]:
     return list(groups.values()), rejected
 
 
-def fold_updates(updates: Sequence[Update]) -> Fold:
-    """Fold add/remove updates (no replace parts) in order."""
-    fold = Fold()
-    for update in updates:
-        if update.op == "add":
-            fold.apply_add(update.ids)
-        elif update.op == "remove":
-            fold.apply_remove(update.ids)
-        else:
-            raise ValueError("replace parts go through the staging state (see plan)")
-    return fold
-
-
 def plan(
     groups: Sequence[Group],
     watermarks: Mapping[tuple[str, str], int],
@@ -190,14 +165,15 @@ def plan(
             else:
                 state = staging[grp.segment]
                 work.staging = state
-                outcome = state.on_part(update, grp.source, record.offset)
+                assert update.batch is not None and update.part is not None and update.parts is not None
+                outcome = state.on_part(update.batch, update.part, update.parts, update.ids, grp.source, record.offset)
                 work.parts[outcome.kind] = work.parts.get(outcome.kind, 0) + 1
-                if outcome.kind == Outcome.REJECTED:
+                if outcome.kind == PartOutcome.REJECTED:
                     out.rejected.append(Rejected(record, "bad_part", outcome.message))
                     continue
-                if outcome.kind == Outcome.COMPLETED:
+                if outcome.kind == PartOutcome.COMPLETED:
                     work.fold.apply_replace(outcome.batch)
-                if outcome.kind in (Outcome.DUPLICATE, Outcome.STALE):
+                if outcome.kind in (PartOutcome.DUPLICATE, PartOutcome.STALE):
                     continue
             work.applied[update.op] = work.applied.get(update.op, 0) + 1
             work.ids[update.op] = work.ids.get(update.op, 0) + len(update.ids)
@@ -255,4 +231,4 @@ class Batch:
         self.started = None
 
 
-__all__ = ["Batch", "Consumed", "Fold", "Group", "Plan", "Rejected", "SegmentWork", "fold_updates", "group", "plan"]
+__all__ = ["Batch", "Consumed", "Fold", "Group", "Plan", "Rejected", "SegmentWork", "group", "plan"]

@@ -75,6 +75,7 @@ def ingest_settings(args: argparse.Namespace) -> IngestSettings:
         "dlq_topic": args.dlq_topic,
         "store": args.store,
         "metrics_port": args.metrics_port,
+        "metrics_host": args.metrics_host,
         "batch_max_messages": args.batch_max_messages,
         "batch_max_wait": args.batch_max_wait,
         "write_threads": args.write_threads,
@@ -310,6 +311,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_store_option(ingest)
     ingest.add_argument("--metrics-port", type=int,
                         help="serve Prometheus metrics on this port (env SEGMENTS_METRICS_PORT; default 0: off)")
+    ingest.add_argument("--metrics-host", metavar="ADDRESS",
+                        help="address the metrics listen on (env SEGMENTS_METRICS_HOST; default 127.0.0.1, "
+                        "loopback only; 0.0.0.0 for every interface)")
     ingest.add_argument("--batch-max-messages", type=int,
                         help="messages per batch at most (env SEGMENTS_BATCH_MAX_MESSAGES; default 50000)")
     ingest.add_argument("--batch-max-wait", type=float,

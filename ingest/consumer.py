@@ -8,18 +8,33 @@ confluent-kafka with ``enable.auto.commit=False``. One flush of a batch:
    (:mod:`ingest.batcher`);
 3. send undecodable or inconsistent messages to the dead-letter topic and
    wait for their delivery;
-4. per segment: stage parts, store the staging state, write the segment
-   once (``apply`` / ``replace_from`` with ``source`` and ``position``, which
-   the store skips if already recorded), finish completed replace batches;
+4. per segment: write the segment once through
+   :meth:`segments.StagingStore.apply` (``apply`` / ``replace_from`` with
+   ``source`` and ``position``, which the store skips if already recorded);
 5. commit the next offset of every partition in the batch.
 
-A store outage (``StorageUnavailable``, ``Conflict``) or a dead-letter
-delivery failure fails the attempt: nothing is committed, the assigned
-partitions are paused (the consumer keeps polling so it stays in the group),
-and the same batch is retried with capped exponential backoff until it goes
-through. Any other error of one segment's write is permanent for the
-messages of that segment in this batch: they go to the dead-letter topic
-(reason = the error's code) and the rest of the batch goes on.
+What a store error does is decided by :func:`ingest.sink.handling` from the
+error's fault, and nothing else:
+
+* transient or capacity (``StorageUnavailable``, ``Conflict``,
+  ``StorageFull``): nothing is committed, the assigned partitions are paused
+  (the consumer keeps polling so it stays in the group), and the same batch
+  is retried with capped exponential backoff until it goes through; a
+  dead-letter topic that cannot be reached is retried the same way;
+* operator (``StorageMisconfigured``): the consumer stops with a fatal log
+  line, commits nothing, and ``segments ingest`` exits with status 3;
+* data (``CorruptSegment``) of one segment, a caller error, or an unexpected
+  exception of one segment's write: the messages of that segment in this
+  batch go to the dead-letter topic (reason = the error's code,
+  ``apply_failed`` for a bug) and the rest of the batch goes on.
+
+A valid message is never dead-lettered because of a store problem.
+
+A dead letter the topic refuses (too large: a 1.5 MB key, a 2 MB header) is
+sent again smaller, step by step (:data:`DEAD_LETTER_FORMS`), always with
+the error and the source coordinates; if even the smallest form is refused,
+it is logged, counted in ``segments_ingest_dead_letters_lost_total`` and the
+consumer moves on: a poison message never holds the partition.
 
 Exactly-once effect: a message is applied at most once because every write
 records its position and later replays of it are dropped in step 1; and
@@ -35,6 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Final
 
 from confluent_kafka import (
     OFFSET_INVALID,
@@ -46,16 +62,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from segments import Segments
-from segments.errors import SegmentsError
+from segments import PartOutcome, Segments, SegmentsError
 from segments.logs import logging_context
 
-from .batcher import Batch, Consumed, Rejected, SegmentWork
+from .batcher import Batch, Consumed, RawHeaders, Rejected, SegmentWork
 from .codec import decode
 from .metrics import IngestMetrics
 from .settings import IngestSettings
-from .sink import TRANSIENT, Sink, Written
-from .staging import Outcome
+from .sink import Handling, Sink, Written, handling, reason
 
 log = logging.getLogger("ingest.consumer")
 
@@ -64,6 +78,40 @@ TopicPart = tuple[str, int]
 
 class DeadLetterError(Exception):
     """Messages could not be delivered to the dead-letter topic (retried; nothing is committed)."""
+
+
+class FatalStoreError(Exception):
+    """The store refuses this consumer's work until the operator acts (an ``OPERATOR`` fault): stop.
+
+    Nothing of the batch in flight is committed; ``error`` is the store's error.
+    """
+
+    def __init__(self, error: SegmentsError) -> None:
+        super().__init__(f"{error.code}: {error}")
+        self.error = error
+
+
+#: What a dead letter forwards of the original message, step by step: each refusal of a dead letter
+#: as too large (or otherwise unacceptable) sends it again in the next form. Every form carries
+#: ``error``, ``error.reason``, ``source.topic``, ``source.partition`` and ``source.offset``.
+DEAD_LETTER_FORMS: Final[tuple[str, ...]] = (
+    "whole",  # the original key, value and headers
+    "no_value",  # the value dropped
+    "trimmed",  # no value; the key cut to 1 KiB; original headers kept only while small
+    "bare",  # nothing of the original; the error text cut to 1 KiB
+)
+#: Kafka errors that refuse one message (retrying it unchanged fails again), as opposed to an outage.
+REFUSALS: Final[frozenset[int]] = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,  # CORRUPT_MESSAGE: e.g. no key on a compacted topic
+})
+_KEY_KEPT = 1024
+_HEADER_KEPT = 1024
+_HEADERS_KEPT = 16 * 1024
+_ERROR_KEPT = 1024
 
 
 @dataclass
@@ -265,7 +313,8 @@ class IngestConsumer:
         """Apply the batch, retrying transient failures with capped backoff while the partitions are paused.
 
         Returns ``None`` when the batch was given up (stopping during an
-        outage): nothing of it may be committed.
+        outage): nothing of it may be committed. Raises
+        :class:`FatalStoreError` when the store needs the operator.
         """
         delivered: set[tuple[str, int, int]] = set()
         written: set[tuple[str, str]] = set()
@@ -275,11 +324,20 @@ class IngestConsumer:
             while True:
                 try:
                     stats = self._apply(self.batch.records, delivered, written)
-                except (*TRANSIENT, DeadLetterError) as exc:
-                    kind = exc.code if isinstance(exc, SegmentsError) else "dead_letter_delivery"
-                    self.metrics.retries.labels(kind).inc()
+                except (SegmentsError, DeadLetterError) as exc:
                     if isinstance(exc, SegmentsError):
+                        if handling(exc) is Handling.STOP:
+                            log.critical(
+                                "fatal: the store refuses this consumer's work until the operator acts (%s: %s); "
+                                "stopping without committing the batch of %d messages",
+                                exc.code, exc, len(self.batch.records),
+                            )
+                            raise FatalStoreError(exc) from exc
+                        kind = exc.code
                         self.metrics.store_up.set(0)
+                    else:
+                        kind = "dead_letter_delivery"
+                    self.metrics.retries.labels(kind).inc()
                     if final or self.stopping:
                         log.warning("stopping with an unapplied batch of %d messages (%s): nothing of it is "
                                     "committed; it will be consumed again", len(self.batch.records), exc)
@@ -360,24 +418,31 @@ class IngestConsumer:
         written: set[tuple[str, str]] | None = None,
     ) -> FlushStats:
         """One attempt at a batch. ``delivered`` (dead letters) and ``written`` ((segment, source)
-        pairs) carry over between attempts, so a retry neither resends nor counts anything twice."""
+        pairs) carry over between attempts, so a retry neither resends nor counts anything twice.
+
+        Raises the first store error to retry or stop on (:func:`~ingest.sink.handling`); the
+        messages of segments whose write failed otherwise are dead-lettered only once no such
+        error is left, so a retried batch dead-letters nothing it could still apply.
+        """
         written = set() if written is None else written
         stats = FlushStats(messages=len(records))
         work_plan = self.sink.prepare(records)
         stats.replayed = sum(n for key, n in work_plan.replayed.items() if key not in written)
         stats.dead_letters += self._dead_letter(work_plan.rejected, delivered)
-        transient: BaseException | None = None
+        failed: list[tuple[SegmentWork, BaseException]] = []
         for work, result in self._write_all(work_plan.work):
-            if isinstance(result, TRANSIENT):
-                transient = transient or result
-            elif isinstance(result, BaseException):
-                stats.dead_letters += self._write_failed(work, result, delivered)
+            if isinstance(result, BaseException):
+                failed.append((work, result))
             else:
                 self._written(work, result, stats)
                 if result.applied:
                     written.add((work.segment, work.source))
-        if transient is not None:
-            raise transient
+        for wanted in (Handling.STOP, Handling.RETRY):
+            for _work, exc in failed:
+                if handling(exc) is wanted:
+                    raise exc
+        for work, exc in failed:
+            stats.dead_letters += self._write_failed(work, exc, delivered)
         return stats
 
     def _write_all(self, works: Sequence[SegmentWork]) -> list[tuple[SegmentWork, Written | BaseException]]:
@@ -397,19 +462,20 @@ class IngestConsumer:
                 out.append((work, self.sink.write(work)))
             except Exception as exc:  # noqa: BLE001 - sorted out by the caller
                 out.append((work, exc))
-                if isinstance(exc, TRANSIENT):
+                if handling(exc) is not Handling.DEAD_LETTER:
                     break  # the rest of this segment waits for the retry, in order
         return out
 
     def _write_failed(self, work: SegmentWork, exc: BaseException, delivered: set[tuple[str, int, int]]) -> int:
-        """A permanent error for one segment: dead-letter its messages of this batch, go on with the others."""
-        reason = exc.code if isinstance(exc, SegmentsError) else "apply_failed"
+        """An error of one segment's data or messages: dead-letter them, go on with the others."""
         if isinstance(exc, SegmentsError):
             log.error("segment %r: cannot apply %d messages: %s", work.segment, len(work.records), exc)
         else:
             log.error("segment %r: unexpected error applying %d messages", work.segment, len(work.records),
                       exc_info=exc)
-        rejects = [Rejected(r, reason, f"applying to segment {work.segment!r} failed: {exc}") for r in work.records]
+        rejects = [
+            Rejected(r, reason(exc), f"applying to segment {work.segment!r} failed: {exc}") for r in work.records
+        ]
         return self._dead_letter(rejects, delivered)
 
     def _written(self, work: SegmentWork, result: Written, stats: FlushStats) -> None:
@@ -420,9 +486,9 @@ class IngestConsumer:
             self.metrics.messages.labels(op).inc(count)
             self.metrics.ids.labels(op).inc(work.ids.get(op, 0))
         for kind, count in work.parts.items():
-            if kind == Outcome.DUPLICATE:
+            if kind == PartOutcome.DUPLICATE:
                 stats.skipped["duplicate_part"] = stats.skipped.get("duplicate_part", 0) + count
-            elif kind == Outcome.STALE:
+            elif kind == PartOutcome.STALE:
                 stats.skipped["stale_batch"] = stats.skipped.get("stale_batch", 0) + count
 
     # -- dead letters -----------------------------------------------------
@@ -430,32 +496,43 @@ class IngestConsumer:
     def _dead_letter(self, rejected: Sequence[Rejected], delivered: set[tuple[str, int, int]]) -> int:
         """Produce the rejects to the dead-letter topic and wait; raise ``DeadLetterError`` if any failed.
 
-        A reject the topic refuses as too large is sent again without its
-        value (the headers still say where the original is).
+        A reject the topic refuses (:data:`REFUSALS`) is sent again in the next
+        of :data:`DEAD_LETTER_FORMS`; one refused even in the last form is
+        logged, counted as lost, and treated as handled (the batch can be
+        committed). Any other failure (the topic cannot be reached) fails the
+        attempt. Returns the number of dead letters delivered.
         """
         pending = [r for r in rejected if _ident(r) not in delivered]
         sent = 0
-        without_value: set[tuple[str, int, int]] = set()
+        form: dict[tuple[str, int, int], int] = {}
         while pending:
             results: dict[tuple[str, int, int], KafkaError | None] = {}
             for reject in pending:
-                self._produce_dead_letter(reject, _ident(reject) in without_value, results)
+                self._produce_dead_letter(reject, form.get(_ident(reject), 0), results)
             self.dlq.flush(30)
             retry: list[Rejected] = []
             failed: list[str] = []
             for reject in pending:
                 ident = _ident(reject)
+                step = form.get(ident, 0)
                 error = results.get(ident, KafkaError(KafkaError._MSG_TIMED_OUT))
                 if error is None:
                     delivered.add(ident)
                     sent += 1
                     self.metrics.dead_letters.labels(reject.reason).inc()
-                    log.warning("dead letter %s/%d@%d: %s: %s", *ident, reject.reason, reject.message)
-                elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE and ident not in without_value:
-                    without_value.add(ident)
+                    shrunk = "" if step == 0 else f" (forwarded {DEAD_LETTER_FORMS[step]}: the whole was refused)"
+                    log.warning("dead letter %s/%d@%d%s: %s: %s", *ident, shrunk, reject.reason, reject.message)
+                elif error.code() not in REFUSALS:
+                    failed.append(f"{ident[0]}/{ident[1]}@{ident[2]}: {error}")
+                elif step + 1 < len(DEAD_LETTER_FORMS):
+                    form[ident] = step + 1
                     retry.append(reject)
                 else:
-                    failed.append(f"{ident[0]}/{ident[1]}@{ident[2]}: {error}")
+                    delivered.add(ident)  # handled: a retried batch does not try again
+                    self.metrics.dead_letters_lost.labels(reject.reason).inc()
+                    log.error("dead letter LOST %s/%d@%d: %s refused even its smallest form (%s); the message "
+                              "is skipped, read it at its source offset: %s: %s", *ident, self.settings.dlq_topic,
+                              error, reject.reason, reject.message)
             if failed:
                 raise DeadLetterError(
                     f"{len(failed)} messages could not be delivered to {self.settings.dlq_topic}: {failed[0]}"
@@ -464,29 +541,17 @@ class IngestConsumer:
         return sent
 
     def _produce_dead_letter(
-        self, reject: Rejected, drop_value: bool, results: dict[tuple[str, int, int], KafkaError | None]
+        self, reject: Rejected, step: int, results: dict[tuple[str, int, int], KafkaError | None]
     ) -> None:
-        rec = reject.record
         ident = _ident(reject)
-        headers: list[tuple[str, str | bytes | None]] = list(rec.headers)
-        headers += [
-            ("error", f"{reject.reason}: {reject.message}".encode()),
-            ("error.reason", reject.reason.encode()),
-            ("source.topic", rec.topic.encode()),
-            ("source.partition", str(rec.partition).encode()),
-            ("source.offset", str(rec.offset).encode()),
-        ]
-        value = rec.value
-        if drop_value:
-            value = None
-            headers.append(("error.value_dropped", b"too large for the dead-letter topic; read it at source.offset"))
+        key, value, headers = dead_letter_message(reject, step)
 
         def on_delivery(error: KafkaError | None, _msg: Message) -> None:
             results[ident] = error
 
         while True:
             try:
-                self.dlq.produce(self.settings.dlq_topic, key=rec.key, value=value, headers=headers,
+                self.dlq.produce(self.settings.dlq_topic, key=key, value=value, headers=headers,
                                  on_delivery=on_delivery)
                 break
             except BufferError:
@@ -501,8 +566,8 @@ class IngestConsumer:
     def _account(self, stats: FlushStats) -> None:
         if stats.replayed:
             self.metrics.skipped.labels("replayed").inc(stats.replayed)
-        for reason, count in stats.skipped.items():
-            self.metrics.skipped.labels(reason).inc(count)
+        for why, count in stats.skipped.items():
+            self.metrics.skipped.labels(why).inc(count)
         totals = self._totals
         totals.messages += stats.messages
         totals.writes += stats.writes
@@ -545,6 +610,46 @@ class IngestConsumer:
                  t.messages, t.writes, t.dead_letters, t.replayed)
 
 
+def dead_letter_message(reject: Rejected, step: int = 0) -> tuple[bytes | None, bytes | None, RawHeaders]:
+    """Key, value and headers of a reject's dead letter in form ``DEAD_LETTER_FORMS[step]``."""
+    rec = reject.record
+    form = DEAD_LETTER_FORMS[step]
+    error = f"{reject.reason}: {reject.message}".encode()
+    key, value = rec.key, rec.value
+    original: RawHeaders = list(rec.headers)
+    notes: RawHeaders = []
+    if form != "whole" and value is not None:
+        value = None
+        notes.append(("error.value_dropped", f"{len(rec.value or b'')} bytes; read it at source.offset".encode()))
+    if form in ("trimmed", "bare"):
+        limit = _KEY_KEPT if form == "trimmed" else 0
+        if key is not None and len(key) > limit:
+            key = key[:limit] or None
+            notes.append(("error.key_truncated", f"{len(rec.key or b'')} bytes, {limit} kept".encode()))
+        budget = _HEADERS_KEPT if form == "trimmed" else 0
+        kept_headers: RawHeaders = []
+        for name, raw in original:
+            size = len(name) + len(raw or b"")
+            if size <= _HEADER_KEPT and size <= budget:
+                kept_headers.append((name, raw))
+                budget -= size
+        if len(kept_headers) < len(original):
+            notes.append(("error.headers_dropped", str(len(original) - len(kept_headers)).encode()))
+        original = kept_headers
+    if form == "bare" and len(error) > _ERROR_KEPT:
+        error = error[:_ERROR_KEPT]
+    headers: RawHeaders = [
+        *original,
+        ("error", error),
+        ("error.reason", reject.reason.encode()),
+        ("source.topic", rec.topic.encode()),
+        ("source.partition", str(rec.partition).encode()),
+        ("source.offset", str(rec.offset).encode()),
+        *notes,
+    ]
+    return key, value, headers
+
+
 def _batch_id(records: Sequence[Consumed]) -> str:
     """``topic/partition@first-last`` of a batch's first partition (``+n`` more), for its log lines."""
     if not records:
@@ -576,4 +681,13 @@ def _show(parts: set[TopicPart]) -> str:
     return ", ".join(f"{t}/{p}" for t, p in sorted(parts)) or "nothing"
 
 
-__all__ = ["DeadLetterError", "IngestConsumer", "consumer_config", "dead_letter_config"]
+__all__ = [
+    "DEAD_LETTER_FORMS",
+    "REFUSALS",
+    "DeadLetterError",
+    "IngestConsumer",
+    "FatalStoreError",
+    "consumer_config",
+    "dead_letter_config",
+    "dead_letter_message",
+]

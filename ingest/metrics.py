@@ -24,6 +24,12 @@ class IngestMetrics:
         self.dead_letters = Counter(
             "segments_ingest_dead_letters", "Messages sent to the dead-letter topic", ["reason"], registry=r
         )
+        self.dead_letters_lost = Counter(
+            "segments_ingest_dead_letters_lost",
+            "Rejected messages the dead-letter topic refused even in the smallest form (logged, then skipped)",
+            ["reason"],
+            registry=r,
+        )
         self.writes = Counter("segments_ingest_segment_writes", "Segment writes (one per segment per batch)", registry=r)
         self.batch_seconds = Histogram(
             "segments_ingest_batch_seconds",
@@ -48,8 +54,8 @@ class IngestMetrics:
         )
         self.retries = Counter(
             "segments_ingest_batch_retries",
-            "Failed batch attempts, retried with backoff (kind: storage_unavailable, storage_timeout, conflict, "
-            "dead_letter_delivery)",
+            "Failed batch attempts, retried with backoff (kind: the store error's code, such as "
+            "storage_unavailable, storage_timeout, storage_full, conflict; or dead_letter_delivery)",
             ["kind"],
             registry=r,
         )
@@ -57,7 +63,7 @@ class IngestMetrics:
         self.store_up.set(1)
         self.commits = Counter("segments_ingest_commits", "Successful offset commits", registry=r)
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose ``/metrics`` over HTTP on a daemon thread."""
         start_http_server(port, addr=host, registry=self.registry)
 

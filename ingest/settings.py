@@ -61,7 +61,9 @@ class IngestSettings(KafkaSettings):
     store: str = Field(DEFAULT_STORE, description="store URL")
     set_prefix: str = Field("", description="set-name prefix of the segments store")
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0: off)")
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = Field(
+        "127.0.0.1", min_length=1, description="address /metrics listens on (0.0.0.0: every interface)"
+    )
     batch_max_messages: int = Field(50_000, ge=1, le=1_000_000)
     batch_max_ids: int = Field(20_000_000, ge=1)
     batch_max_wait: float = Field(0.5, gt=0, le=60)

@@ -1,10 +1,11 @@
 """The store side of ingest: plan a batch against the store's state, then write it segment by segment.
 
 No Kafka here. :meth:`Sink.prepare` reads what a plan needs (watermarks,
-staging states), :meth:`Sink.write` performs one segment's writes in the
-crash-safe order described in :mod:`ingest.staging`. Errors propagate: the
-consumer decides what is transient (retry the batch) and what is permanent
-(dead-letter the segment's messages).
+staging states), :meth:`Sink.write` performs one segment's writes through
+:meth:`segments.StagingStore.apply` (the crash-safe replace in parts).
+
+What an error means for ingest is decided here, once, from its ``fault``
+(:func:`handling`); the consumer and :meth:`Sink.prepare` ask nothing else.
 """
 
 from __future__ import annotations
@@ -12,18 +13,50 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
 
-from segments import Segments
-from segments.errors import Conflict, SegmentNotFound, SegmentsError, StorageUnavailable
+from segments import SegmentNotFound, Segments, SegmentsError, SegmentStaging, StagingStore
+from segments.errors import Fault
 
 from .batcher import Consumed, Group, Plan, Rejected, SegmentWork, group, plan
 from .codec import Update
-from .staging import SegmentStaging, StagingStore
-
-#: Errors that say "try again later": the batch is retried, nothing is rejected.
-TRANSIENT = (StorageUnavailable, Conflict)
 
 log = logging.getLogger("ingest.sink")
+
+
+class Handling(StrEnum):
+    """What ingest does about an error of the store side."""
+
+    #: the messages concerned go to the dead-letter topic (reason: :func:`reason`); the rest goes on
+    DEAD_LETTER = "dead_letter"
+    #: pause the partitions and retry the whole batch with backoff; nothing is committed meanwhile
+    RETRY = "retry"
+    #: stop the consumer with a fatal log line and a non-zero exit; nothing of the batch is committed
+    STOP = "stop"
+
+
+#: The one table (see the table in :mod:`segments.errors`).
+_BY_FAULT: Final[dict[Fault, Handling]] = {
+    Fault.CALLER: Handling.DEAD_LETTER,  # the message is unusable
+    Fault.DATA: Handling.DEAD_LETTER,  # that segment's stored data is damaged: its messages only
+    Fault.TRANSIENT: Handling.RETRY,
+    Fault.CAPACITY: Handling.RETRY,
+    Fault.OPERATOR: Handling.STOP,
+}
+
+
+def handling(exc: BaseException) -> Handling:
+    """How ingest handles ``exc``: by its fault; any other exception is a bug of one segment's write
+    (its messages are dead-lettered, so that one bug is not a poison pill for the others)."""
+    if isinstance(exc, SegmentsError):
+        return _BY_FAULT[exc.fault]
+    return Handling.DEAD_LETTER
+
+
+def reason(exc: BaseException) -> str:
+    """The dead-letter reason of an error: its code, ``apply_failed`` for a non-library error."""
+    return exc.code if isinstance(exc, SegmentsError) else "apply_failed"
 
 
 @dataclass(frozen=True)
@@ -47,27 +80,25 @@ class Sink:
     def prepare(self, records: Sequence[Consumed]) -> Plan:
         """Group, read watermarks and staging states, and plan (rejects included).
 
-        A segment whose stored state cannot be read (``CorruptSegment``...), or
-        whose planning fails unexpectedly, has its messages rejected with the
-        error's code (``apply_failed`` for a non-library error), so that one
-        segment never blocks the others; transient store errors
-        (``StorageUnavailable``, ``Conflict``) propagate.
+        An error that :func:`handling` says to dead-letter (damaged data of a
+        segment, a bug) rejects the messages of the segment it concerns, so
+        that one segment never blocks the others; any other error propagates.
         """
         groups, rejected = group(records)
         broken: dict[str, Exception] = {}
         try:
             marks = self.watermarks(groups)
-        except TRANSIENT:
-            raise
-        except Exception:  # noqa: BLE001 - find the segment(s) at fault
+        except Exception as exc:  # noqa: BLE001 - find the segment(s) at fault
+            if handling(exc) is not Handling.DEAD_LETTER:
+                raise
             marks = {}
             for g in groups:
                 try:
                     marks.update(self.watermarks([g]))
-                except TRANSIENT:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    broken[g.segment] = exc
+                except Exception as failure:  # noqa: BLE001
+                    if handling(failure) is not Handling.DEAD_LETTER:
+                        raise
+                    broken[g.segment] = failure
         with_parts = {
             g.segment
             for g in groups
@@ -78,16 +109,10 @@ class Sink:
         states: dict[str, SegmentStaging] = {}
         for name in sorted(with_parts):
             try:
-                state = self.staging.load([name])[name]
-                sources = state.sources()
-                known = {src: marks[(name, src)] for src in sources if (name, src) in marks}
-                for src in sources - known.keys():
-                    known[src] = self.segs.watermarks([name], src)[name]
-                state.finish_applied(known)
-                states[name] = state
-            except TRANSIENT:
-                raise
+                states.update(self.staging.load([name], marks))
             except Exception as exc:  # noqa: BLE001
+                if handling(exc) is not Handling.DEAD_LETTER:
+                    raise
                 broken[name] = exc
         result = Plan([], [])
         for g in groups:
@@ -104,9 +129,8 @@ class Sink:
         for g in groups:
             if g.segment in broken:
                 error = broken[g.segment]
-                code = error.code if isinstance(error, SegmentsError) else "apply_failed"
                 message = f"segment {g.segment!r} cannot be prepared: {error}"
-                rejected.extend(Rejected(r, code, message) for r in g.records)
+                rejected.extend(Rejected(r, reason(error), message) for r in g.records)
         for name, error in broken.items():
             log.error("segment %r: %s", name, error, exc_info=not isinstance(error, SegmentsError))
         result.rejected[:0] = sorted(rejected, key=lambda r: (r.record.topic, r.record.partition, r.record.offset))
@@ -123,38 +147,24 @@ class Sink:
         return marks
 
     def write(self, work: SegmentWork) -> Written:
-        """Stage parts, store the staging state, write the segment once, finish completed batches."""
-        state = work.staging
-        if state is not None:
-            self.staging.stage(state.to_stage())
-            state.mark_staged()
-            self.staging.save(state)
-            self.staging.collect(state)
+        """Write one segment's planned change (errors propagate: see :func:`handling`)."""
         fold = work.fold
-        if fold.empty:
+        try:
+            result = self.staging.apply(
+                work.segment,
+                work.staging,
+                batch=fold.base,
+                add=fold.add,
+                remove=fold.remove,
+                create=fold.creates,
+                source=work.source,
+                position=work.position,
+            )
+        except SegmentNotFound:
+            log.debug("segment %r does not exist: removing from it changes nothing", work.segment)
             return Written(work.segment, False)
-        if fold.base is not None:
-            assert state is not None
-            members = self.staging.union(state, fold.base)
-            members -= fold.remove
-            members |= fold.add
-            result = self.segs.replace_from(work.segment, members, source=work.source, position=work.position)
-        else:
-            try:
-                result = self.segs.apply(
-                    work.segment,
-                    add=fold.add if fold.add else None,
-                    remove=fold.remove if fold.remove else None,
-                    source=work.source,
-                    position=work.position,
-                    create=fold.creates,
-                )
-            except SegmentNotFound:
-                log.debug("segment %r does not exist: removing from it changes nothing", work.segment)
-                return Written(work.segment, False)
-        if state is not None and state.finish_applied({work.source: work.position}):
-            self.staging.save(state)
-            self.staging.collect(state)
+        if result is None:
+            return Written(work.segment, False)
         meta = result.meta
         if result.applied:
             log.debug(
@@ -165,4 +175,4 @@ class Sink:
         return Written(work.segment, result.applied, meta.version, meta.cardinality)
 
 
-__all__ = ["TRANSIENT", "Sink", "Written"]
+__all__ = ["Handling", "Sink", "Written", "handling", "reason"]

@@ -33,6 +33,7 @@ from .errors import (
     UniverseNotFound,
 )
 from .expressions import Expr, parse, to_json, to_text
+from .staging import PartOutcome, SegmentStaging, StagingStore
 from .storage import Store, open_store
 
 __version__ = "0.1.0"
@@ -52,12 +53,15 @@ __all__ = [
     "InvalidSegmentName",
     "InvalidUserId",
     "Overlap",
+    "PartOutcome",
     "ReachResult",
     "RecordTooLarge",
     "SegmentInfo",
     "SegmentNotFound",
+    "SegmentStaging",
     "Segments",
     "SegmentsError",
+    "StagingStore",
     "StorageError",
     "StorageTimeout",
     "StorageUnavailable",

@@ -32,7 +32,8 @@ def test_core_imports_no_adapter() -> None:
 def test_public_surface_is_exported() -> None:
     for name in segments.__all__:
         assert hasattr(segments, name), name
-    for name in ["connect", "Segments", "SegmentsError", "SegmentNotFound", "ExpressionSyntaxError"]:
+    for name in ["connect", "Segments", "SegmentsError", "SegmentNotFound", "ExpressionSyntaxError",
+                 "StagingStore", "SegmentStaging", "PartOutcome"]:
         assert name in segments.__all__
 
 

@@ -1,49 +1,17 @@
-"""The pure batcher: folding equals applying one by one; plan drops replays and groups by segment."""
+"""The pure batcher: plan drops replays, groups by segment and routes replace parts (the fold's
+equivalence with applying one by one is checked on the real path, plan + sink, in test_sink.py)."""
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from ingest.batcher import Batch, Consumed, Fold, fold_updates, group, plan
+from ingest.batcher import Batch, Consumed, group, plan
 from ingest.codec import DecodeError, Update
-from ingest.staging import SegmentStaging
-from tests.strategies import id_sets
+from segments import SegmentStaging
 
 
 def rec(offset: int, update: Update | DecodeError, partition: int = 0, topic: str = "t") -> Consumed:
     return Consumed(topic, partition, offset, b"k", b"v", [], update)
-
-
-ops = st.lists(st.tuples(st.sampled_from(["add", "remove"]), id_sets), max_size=12)
-
-
-@given(id_sets, ops)
-def test_folding_equals_applying_one_by_one(start: set[int], sequence: list[tuple[str, set[int]]]) -> None:
-    model = set(start)
-    for op, ids in sequence:
-        model = model | ids if op == "add" else model - ids
-    fold = fold_updates([Update(op, "s", BitMap(ids)) for op, ids in sequence])  # type: ignore[arg-type]
-    assert set(fold.result(BitMap(start))) == model
-    # the fold is minimal: A and R are disjoint, so one atomic remove-then-add is exact
-    assert not fold.add & fold.remove
-
-
-@given(id_sets, ops, id_sets, ops)
-def test_a_replace_in_the_middle_resets_what_came_before(
-    start: set[int], before: list[tuple[str, set[int]]], base: set[int], after: list[tuple[str, set[int]]]
-) -> None:
-    fold = Fold()
-    for op, ids in before:
-        (fold.apply_add if op == "add" else fold.apply_remove)(BitMap(ids))
-    fold.apply_replace("b1")
-    model = set(base)
-    for op, ids in after:
-        (fold.apply_add if op == "add" else fold.apply_remove)(BitMap(ids))
-        model = model | ids if op == "add" else model - ids
-    assert fold.base == "b1"
-    assert set(fold.result(BitMap(start), BitMap(base))) == model
 
 
 def test_plan_drops_messages_at_or_below_the_watermark_and_writes_the_rest_once() -> None:

@@ -135,3 +135,14 @@ def test_invalid_settings_exit_with_a_message(monkeypatch: pytest.MonkeyPatch) -
 
     with pytest.raises(SystemExit, match="invalid settings: topic"):
         main(["ingest", "--topic", "no spaces allowed", "--store", "memory://"])
+
+
+def test_metrics_listen_on_loopback_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingest.cli import ingest_settings
+
+    parser = build_parser()
+    assert ingest_settings(parser.parse_args(["ingest", "--metrics-port", "9108"])).metrics_host == "127.0.0.1"
+    monkeypatch.setenv("SEGMENTS_METRICS_HOST", "10.0.0.5")
+    assert ingest_settings(parser.parse_args(["ingest"])).metrics_host == "10.0.0.5"
+    args = parser.parse_args(["ingest", "--metrics-port", "9108", "--metrics-host", "0.0.0.0"])
+    assert ingest_settings(args).metrics_host == "0.0.0.0"

@@ -17,9 +17,9 @@ import pytest
 from pyroaring import BitMap
 
 import segments
-from ingest.batcher import Consumed
+from ingest.batcher import Consumed, Rejected
 from ingest.codec import decode
-from ingest.consumer import DeadLetterError, IngestConsumer
+from ingest.consumer import DEAD_LETTER_FORMS, DeadLetterError, IngestConsumer, dead_letter_message
 from ingest.settings import IngestSettings
 from segments.errors import StorageUnavailable
 from segments.storage.base import Bins, Record
@@ -204,3 +204,31 @@ def test_bitmap_of_the_fold_is_exact_for_large_binary_updates(settings: IngestSe
         assert segs.evaluate("s") == big
     finally:
         consumer.close()
+
+
+def test_each_dead_letter_form_is_smaller_and_keeps_the_error_and_the_source() -> None:
+    original: list[tuple[str, str | bytes | None]] = [("trace", b"t1"), ("blob", b"b" * 5000)]
+    rec = Consumed("updates", 3, 17, b"k" * 5000, b"v" * 9000, original, decode(b"k", b"{", []))
+    reject = Rejected(rec, "key_mismatch", "x" * 3000)
+    sizes = {}
+    forms = {}
+    for step, form in enumerate(DEAD_LETTER_FORMS):
+        key, value, headers = dead_letter_message(reject, step)
+        named = dict(headers)
+        assert named["error.reason"] == b"key_mismatch" and named["source.topic"] == b"updates"
+        assert named["source.partition"] == b"3" and named["source.offset"] == b"17"
+        assert isinstance(named["error"], bytes) and named["error"].startswith(b"key_mismatch: xxx")
+        sizes[form] = len(key or b"") + len(value or b"") + sum(len(n) + len(v or b"") for n, v in headers)
+        forms[form] = (key, value, named)
+    print(f"\ndead letter bytes per form: {sizes}")
+    assert list(sizes.values()) == sorted(sizes.values(), reverse=True) and len(set(sizes.values())) == 4
+    key, value, named = forms["whole"]
+    assert (key, value) == (rec.key, rec.value) and named["blob"] == b"b" * 5000
+    key, value, named = forms["no_value"]
+    assert key == rec.key and value is None and "blob" in named and "error.value_dropped" in named
+    key, value, named = forms["trimmed"]
+    assert key == b"k" * 1024 and value is None and named["trace"] == b"t1" and "blob" not in named
+    assert named["error.key_truncated"] == b"5000 bytes, 1024 kept" and named["error.headers_dropped"] == b"1"
+    key, value, named = forms["bare"]
+    assert key is None and value is None and "trace" not in named and named["error.headers_dropped"] == b"2"
+    assert isinstance(named["error"], bytes) and len(named["error"]) == 1024

@@ -1,6 +1,10 @@
-"""Crash anywhere, replay from the last commit: the store equals applying every message exactly once.
+"""The consumer's store side (plan + ``Sink``) against real stores and a set model.
 
-The consumer's store side (plan + ``Sink``) runs against a memory store that
+One batch of one segment, whatever its messages, is one write that equals
+applying them one by one (on a SQLite store).
+
+Crash anywhere, replay from the last commit: the store equals applying every
+message exactly once. The consumer's store side runs against a memory store that
 dies after a chosen number of writes (as a ``kill -9`` would stop the
 process between two store operations). A new sink then replays from the
 last committed offset with other batch boundaries. The result is compared
@@ -10,6 +14,7 @@ never on a replay.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -20,10 +25,12 @@ from pyroaring import BitMap
 import segments
 from ingest.batcher import Consumed
 from ingest.codec import Update, decode, encode
-from ingest.sink import Sink
+from ingest.sink import Handling, Sink, handling, reason
+from segments import errors
 from segments.errors import StorageUnavailable
 from segments.storage.base import Bins, Record
 from segments.storage.memory import MemoryStore
+from tests.strategies import id_sets
 
 
 class Crash(StorageUnavailable):
@@ -203,6 +210,45 @@ def test_any_crash_then_replay_equals_applying_each_message_once(
     }
 
 
+@given(
+    st.none() | id_sets,
+    st.lists(st.tuples(st.sampled_from(["add", "remove", "replace"]), id_sets), max_size=12),
+)
+def test_one_write_of_a_batch_equals_applying_its_messages_one_by_one(
+    start: set[int] | None, sequence: list[tuple[str, set[int]]]
+) -> None:
+    """``start`` None: the segment does not exist. A replace is one whole batch (all its parts)."""
+    raw: list[tuple[bytes, bytes, list[tuple[str, str | bytes | None]]]] = []
+    model = None if start is None else set(start)
+    for number, (op, ids) in enumerate(sequence):
+        batch = f"b{number}" if op == "replace" else None
+        for m in encode(op, "s", BitMap(ids), batch=batch):  # type: ignore[arg-type]
+            raw.append((m.key, m.value, m.headers))
+        if op == "add" or op == "replace":
+            model = (set() if model is None or op == "replace" else model) | ids
+        elif model is not None:
+            model -= ids
+    with tempfile.TemporaryDirectory() as tmp, segments.connect(f"sqlite:///{tmp}/s.db") as segs:
+        if start is not None:
+            segs.replace("s", start)
+        version = segs.info("s").version if start is not None else 0
+        sink = Sink(segs)
+        p = sink.prepare(consumed(raw))
+        assert p.rejected == []
+        for work in p.work:
+            assert not work.fold.add & work.fold.remove  # minimal: one remove-then-add is exact
+            sink.write(work)
+        if model is None:
+            assert segs.names() == []
+            return
+        assert set(segs.evaluate("s")) == model
+        info = segs.info("s")
+        assert info.cardinality == len(model)
+        changes = any(op != "remove" or ids for op, ids in sequence)  # a remove of no IDs writes nothing
+        assert info.version == version + (1 if changes else 0)  # one write, whatever the count
+        assert list(segs.store.scan(sink.staging.parts_set)) == []  # every batch was complete
+
+
 def test_versions_move_once_per_applied_write() -> None:
     log = consumed(
         [(m.key, m.value, m.headers) for m in encode("add", "s", BitMap([1, 2]))]
@@ -249,3 +295,24 @@ def test_damaged_staging_state_rejects_only_that_segment() -> None:
     for work in p.work:
         sink.write(work)
     assert segs.names() == ["good"] and set(segs.evaluate("good")) == {3}
+
+
+def test_handling_is_decided_by_the_fault_alone() -> None:
+    expected = {
+        errors.StorageUnavailable: Handling.RETRY,
+        errors.StorageTimeout: Handling.RETRY,
+        errors.Conflict: Handling.RETRY,
+        errors.StorageFull: Handling.RETRY,
+        errors.StorageMisconfigured: Handling.STOP,
+        errors.CorruptSegment: Handling.DEAD_LETTER,
+        errors.RecordTooLarge: Handling.DEAD_LETTER,
+        errors.InvalidBitmap: Handling.DEAD_LETTER,
+    }
+    every = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.SegmentsError)]
+    for cls in every:
+        error = cls.__new__(cls)  # the class decides; no message needed
+        assert handling(error) in Handling, cls  # every fault has a handling
+        assert handling(error) is expected.get(cls, handling(error)), cls
+        assert reason(error) == cls.code
+    assert set(expected) <= set(every)
+    assert handling(RuntimeError("a bug")) is Handling.DEAD_LETTER and reason(RuntimeError()) == "apply_failed"

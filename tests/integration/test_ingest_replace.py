@@ -13,7 +13,7 @@ import pytest
 from pyroaring import BitMap
 
 import segments
-from ingest.staging import StagingStore
+from segments import StagingStore
 from tests.ingest.harness import (
     Delivered,
     IngestProcess,

@@ -1,9 +1,9 @@
-"""Replace in parts: staging the parts of a ``replace`` batch until all have arrived.
+"""Replace in parts: a segment's new members arrive as parts ``0..n-1`` of one batch, applied at once.
 
-A full replacement of a large segment arrives as parts ``0..n-1`` of one
-batch, possibly spread over many consumer batches, hours, restarts and
-duplicates. Parts that cannot be applied yet are kept in the store (it is a
-key-value store anyway), so a crash between two parts loses nothing:
+A full replacement of a large segment can be too big for one message or one
+request. It is sent as parts of a *batch* (a producer-chosen id), possibly
+spread over hours, restarts and duplicates. Parts that cannot be applied yet
+are kept in the store, so a crash between two parts loses nothing:
 
 * set ``ingest_staging``, key ``<segment>/<batch>/<part>``: bins ``bm`` (portable
   roaring bytes of the part) and ``parts``;
@@ -11,28 +11,35 @@ key-value store anyway), so a crash between two parts loses nothing:
   :class:`SegmentStaging` (open batches, recently finished batch ids, the
   newest applied batch).
 
-Rules (all in offset order of the segment's partition):
+(The set names say ``ingest`` because Kafka ingest was their first user;
+they stay so that existing stores keep working.)
 
-* A batch *starts* at the offset of the first of its parts to arrive, and
-  *completes* at the offset of the message that brings the last missing part.
-  It takes effect at that offset: ``add``/``remove`` messages before it are
-  superseded, those after it apply on top.
+Every part has a *source* (an ordered stream, such as a Kafka
+``topic/partition``) and a *position* in it. Rules, in position order:
+
+* A batch *starts* at the position of the first of its parts to arrive, and
+  *completes* at the position of the part that brings the last missing one.
+  It takes effect there: changes of the segment before it are superseded,
+  those after it apply on top.
 * **Newer means started later.** When a batch completes, every open batch of
-  the segment that started earlier is discarded (it is older); a batch that
-  completes after a batch that started later has already been applied is
-  discarded too. So an old batch finishing late never overwrites a new one.
+  the segment from the same source that started earlier is discarded; a batch
+  that completes after a batch that started later was applied is discarded
+  too. So an old batch finishing late never overwrites a new one.
 * A part that arrives again (a producer retry, a replay) is applied once: it
   is ignored when the part is already staged, or when its batch is finished
   (the last :data:`DONE_KEPT` finished batch ids of each segment are kept).
-* ``parts`` must agree across the parts of one batch (else ``bad_part``).
+* ``parts`` must agree across the parts of one batch (else the part is
+  :attr:`PartOutcome.REJECTED`).
 
-Crash safety: the pure state machine below decides; the consumer writes the
-new parts, then the state (with ``complete_at`` on a completing batch), then
-the segment (``replace_from`` with the completing position as watermark),
-then the finished state, then deletes the staged parts. A batch whose
-``complete_at`` is at or below the segment's watermark was applied and is
-finished whenever the state is next loaded (:meth:`SegmentStaging.finish_applied`);
-one above it is completed again when its completing message is redelivered.
+:class:`SegmentStaging` is the pure state machine; :class:`StagingStore`
+reads and writes it and performs one segment's change in a crash-safe order
+(:meth:`StagingStore.apply`): the new parts, then the state (with
+``complete_at`` on a completing batch), then the segment (``replace_from``
+with the completing position as watermark), then the finished state, then
+the deletion of the staged parts. A batch whose ``complete_at`` is at or
+below the segment's watermark was applied and is finished whenever the state
+is next loaded; one above it is completed again when its completing part is
+delivered again.
 """
 
 from __future__ import annotations
@@ -44,17 +51,18 @@ from typing import Final
 
 from pyroaring import BitMap, FrozenBitMap
 
-from segments import Segments
-from segments import bitmap as bm
-from segments.errors import Conflict, CorruptSegment
-from segments.storage.base import Record
-
-from .codec import Update
+from . import bitmap as bm
+from .client import Segments
+from .errors import Conflict, CorruptSegment
+from .storage.base import Record
+from .writer import WriteResult
 
 #: How many finished batch ids each segment remembers, to ignore late duplicates.
 DONE_KEPT: Final[int] = 256
 PARTS_SET: Final[str] = "ingest_staging"
 META_SET: Final[str] = "ingest_staging_meta"
+
+Ids = BitMap | FrozenBitMap
 
 
 def part_key(segment: str, batch: str, part: int) -> str:
@@ -69,7 +77,7 @@ class OpenBatch:
     source: str
     start: int
     staged: set[int] = field(default_factory=set)
-    #: offset of the completing message once the batch is being applied
+    #: position of the completing part once the batch is being applied
     complete_at: int | None = None
 
     def as_json(self) -> dict[str, object]:
@@ -83,8 +91,8 @@ class OpenBatch:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What a part message did. ``kind`` is one of the class constants."""
+class PartOutcome:
+    """What one part did. ``kind`` is one of the class constants."""
 
     STAGED = "staged"  # a new part; the batch is still incomplete
     COMPLETED = "completed"  # this part completed the batch: the segment becomes its union here
@@ -104,15 +112,15 @@ class SegmentStaging:
     segment: str
     open: dict[str, OpenBatch] = field(default_factory=dict)
     done: list[str] = field(default_factory=list)
-    #: (source, start offset) of the newest batch that was applied
+    #: (source, start position) of the newest batch that was applied
     newest: tuple[str, int] | None = None
     #: store generation of the loaded record (0: not stored)
     generation: int = 0
-    #: parts received in this consumer batch and not staged in the store: batch -> part -> ids
-    inflight: dict[str, dict[int, BitMap | FrozenBitMap]] = field(default_factory=dict)
+    #: parts received and not staged in the store yet: batch -> part -> ids
+    inflight: dict[str, dict[int, Ids]] = field(default_factory=dict)
     #: staged part keys to delete once the state that no longer mentions them is stored
     garbage: list[str] = field(default_factory=list)
-    #: batches completed by messages of this consumer batch (their parts are not staged)
+    #: batches completed by parts not staged yet (their parts need no staging)
     completing: set[str] = field(default_factory=set)
     #: the JSON last read or written, to skip writing an unchanged state
     saved: str = ""
@@ -156,8 +164,10 @@ class SegmentStaging:
             )
             state.saved = state.to_json()
             return state
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise CorruptSegment(f"staging state of segment {segment!r} is damaged: {exc}") from exc
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise CorruptSegment(
+                f"staging state of segment {segment!r} is damaged: {exc}", segment=segment
+            ) from exc
 
     @property
     def empty(self) -> bool:
@@ -165,53 +175,48 @@ class SegmentStaging:
 
     # -- transitions ------------------------------------------------------
 
-    def is_finished(self, batch: str, offset: int) -> bool:
+    def is_finished(self, batch: str, position: int) -> bool:
         if batch in self.done:
             return True
         ob = self.open.get(batch)
-        return ob is not None and ob.complete_at is not None and offset > ob.complete_at
+        return ob is not None and ob.complete_at is not None and position > ob.complete_at
 
-    def on_part(self, update: Update, source: str, offset: int) -> Outcome:
-        """Apply one part message (already known to be above the segment's watermark)."""
-        assert update.batch is not None and update.part is not None and update.parts is not None
-        batch = update.batch
-        if self.is_finished(batch, offset):
-            return Outcome(Outcome.DUPLICATE, batch, "the batch is already finished")
+    def on_part(self, batch: str, part: int, parts: int, ids: Ids, source: str, position: int) -> PartOutcome:
+        """Take part ``part`` of ``parts`` of ``batch`` (already known to be above the segment's watermark)."""
+        if self.is_finished(batch, position):
+            return PartOutcome(PartOutcome.DUPLICATE, batch, "the batch is already finished")
         ob = self.open.get(batch)
         if ob is None:
-            ob = self.open[batch] = OpenBatch(update.parts, source, offset)
-        elif ob.parts != update.parts:
-            return Outcome(
-                Outcome.REJECTED,
+            ob = self.open[batch] = OpenBatch(parts, source, position)
+        elif ob.parts != parts:
+            return PartOutcome(
+                PartOutcome.REJECTED,
                 batch,
-                f"batch {batch!r} of segment {self.segment!r} has {ob.parts} parts, "
-                f"but this part says parts={update.parts}",
+                f"batch {batch!r} of segment {self.segment!r} has {ob.parts} parts, but this part says parts={parts}",
             )
         flying = self.inflight.setdefault(batch, {})
-        if update.part in ob.staged or update.part in flying:
-            return Outcome(Outcome.DUPLICATE, batch, f"part {update.part} is already there")
-        flying[update.part] = update.ids
+        if part in ob.staged or part in flying:
+            return PartOutcome(PartOutcome.DUPLICATE, batch, f"part {part} is already there")
+        flying[part] = ids
         if len(ob.staged) + len(flying) < ob.parts:
-            return Outcome(Outcome.STAGED, batch)
+            return PartOutcome(PartOutcome.STAGED, batch)
         # Complete: it takes effect here unless a newer batch was applied already.
         if self.newest is not None and self.newest[0] == ob.source and self.newest[1] > ob.start:
-            self._discard(batch)
-            return Outcome(Outcome.STALE, batch, "a batch that started later was applied already")
-        ob.complete_at = offset
+            self._finish(batch)
+            return PartOutcome(PartOutcome.STALE, batch, "a batch that started later was applied already")
+        ob.complete_at = position
         self.completing.add(batch)
         self.newest = (ob.source, ob.start)
         for other in [b for b, o in self.open.items() if b != batch and o.source == ob.source and o.start < ob.start]:
-            self._discard(other)
-        return Outcome(Outcome.COMPLETED, batch)
+            self._finish(other)
+        return PartOutcome(PartOutcome.COMPLETED, batch)
 
-    def _discard(self, batch: str) -> None:
+    def _finish(self, batch: str) -> None:
+        """Close a batch (applied, superseded or stale): its staged parts become garbage, its id is remembered."""
         ob = self.open.pop(batch)
         self.garbage.extend(part_key(self.segment, batch, p) for p in sorted(ob.staged))
         self.inflight.pop(batch, None)
         self.completing.discard(batch)
-        self._remember(batch)
-
-    def _remember(self, batch: str) -> None:
         if batch not in self.done:
             self.done.append(batch)
             del self.done[:-DONE_KEPT]
@@ -222,19 +227,17 @@ class SegmentStaging:
         ``watermarks`` maps source -> the segment's watermark. Returns the
         finished batch ids; their staged parts go to :attr:`garbage`.
         """
-        finished = []
-        for batch, ob in list(self.open.items()):
-            if ob.complete_at is not None and watermarks.get(ob.source, -1) >= ob.complete_at:
-                self.open.pop(batch)
-                self.garbage.extend(part_key(self.segment, batch, p) for p in sorted(ob.staged))
-                self.inflight.pop(batch, None)
-                self.completing.discard(batch)
-                self._remember(batch)
-                finished.append(batch)
+        finished = [
+            batch
+            for batch, ob in self.open.items()
+            if ob.complete_at is not None and watermarks.get(ob.source, -1) >= ob.complete_at
+        ]
+        for batch in finished:
+            self._finish(batch)
         return finished
 
-    def to_stage(self) -> list[tuple[str, BitMap | FrozenBitMap, int]]:
-        """Parts received now that must be stored because their batch stays open."""
+    def to_stage(self) -> list[tuple[str, Ids, int]]:
+        """Parts received that must be stored because their batch stays open."""
         out = []
         for batch, flying in self.inflight.items():
             ob = self.open.get(batch)
@@ -245,19 +248,18 @@ class SegmentStaging:
         return out
 
     def mark_staged(self) -> None:
-        for batch, flying in list(self.inflight.items()):
+        for batch in list(self.inflight):
             ob = self.open.get(batch)
             if ob is None or batch in self.completing:
                 continue
-            ob.staged.update(flying)
-            del self.inflight[batch]
+            ob.staged.update(self.inflight.pop(batch))
 
     def sources(self) -> set[str]:
         return {ob.source for ob in self.open.values()}
 
 
 class StagingStore:
-    """Reads and writes staging records through the segments store."""
+    """Replace in parts on a ``Segments`` store: staging records, and the crash-safe write of a change."""
 
     def __init__(self, segs: Segments) -> None:
         self.segs = segs
@@ -265,12 +267,76 @@ class StagingStore:
         self.parts_set = segs.sets.named(PARTS_SET)
         self.meta_set = segs.sets.named(META_SET)
 
-    def load(self, segments: Iterable[str]) -> dict[str, SegmentStaging]:
+    def load(
+        self, segments: Iterable[str], watermarks: Mapping[tuple[str, str], int] | None = None
+    ) -> dict[str, SegmentStaging]:
+        """The staging states of ``segments``, with the batches their segment already applied finished.
+
+        ``watermarks[(segment, source)]`` gives positions already read; the
+        others are read from the segments.
+        """
         names = list(dict.fromkeys(segments))
         if not names:
             return {}
         records = self.store.get_many(self.meta_set, names)
-        return {n: SegmentStaging.from_record(n, r) for n, r in zip(names, records)}
+        states = {n: SegmentStaging.from_record(n, r) for n, r in zip(names, records, strict=True)}
+        known = dict(watermarks or {})
+        for name, state in states.items():
+            marks = {}
+            for source in sorted(state.sources()):
+                if (name, source) not in known:
+                    known[(name, source)] = self.segs.watermarks([name], source)[name]
+                marks[source] = known[(name, source)]
+            state.finish_applied(marks)
+        return states
+
+    def apply(
+        self,
+        segment: str,
+        state: SegmentStaging | None,
+        *,
+        batch: str | None = None,
+        add: Ids | None = None,
+        remove: Ids | None = None,
+        create: bool = True,
+        source: str,
+        position: int,
+    ) -> WriteResult | None:
+        """Write one segment's change in the crash-safe order; ``None`` when there was nothing to write.
+
+        ``state``'s parts received since the last call are staged and the
+        state is stored first. With ``batch`` (a batch of ``state`` that just
+        completed), the segment becomes the union of its parts, minus
+        ``remove``, plus ``add``, in one ``replace_from``; without, ``remove``
+        then ``add`` are applied in one ``apply`` (``create=False``: a missing
+        segment raises ``SegmentNotFound``). Both record ``position`` for
+        ``source``, so doing it again is harmless. Finished batches are then
+        stored as such and their parts deleted.
+        """
+        if state is not None:
+            self.stage(state.to_stage())
+            state.mark_staged()
+            self.save(state)
+            self.collect(state)
+        if batch is None and not add and not remove and not create:
+            return None
+        if batch is not None:
+            if state is None:
+                raise ValueError("completing a batch needs the segment's staging state")
+            members = self.union(state, batch)
+            if remove:
+                members -= remove
+            if add:
+                members |= add
+            result = self.segs.replace_from(segment, members, source=source, position=position)
+        else:
+            result = self.segs.apply(
+                segment, add=add or None, remove=remove or None, source=source, position=position, create=create
+            )
+        if state is not None and state.finish_applied({source: position}):
+            self.save(state)
+            self.collect(state)
+        return result
 
     def save(self, state: SegmentStaging) -> None:
         """Store the state (generation-checked: ``Conflict`` if someone else changed it)."""
@@ -281,7 +347,7 @@ class StagingStore:
         state.generation = gen
         state.saved = text
 
-    def stage(self, items: list[tuple[str, BitMap | FrozenBitMap, int]]) -> None:
+    def stage(self, items: list[tuple[str, Ids, int]]) -> None:
         if items:
             self.store.put_many(
                 self.parts_set, [(key, {"bm": bm.serialize(ids), "parts": parts}) for key, ids, parts in items]
@@ -297,17 +363,19 @@ class StagingStore:
         ob = state.open[batch]
         flying = state.inflight.get(batch, {})
         keys = [part_key(state.segment, batch, p) for p in sorted(ob.staged) if p not in flying]
-        pieces: list[BitMap | FrozenBitMap] = list(flying.values())
-        for key, record in zip(keys, self.store.get_many(self.parts_set, keys)):
+        pieces: list[Ids] = list(flying.values())
+        for key, record in zip(keys, self.store.get_many(self.parts_set, keys), strict=True):
             if record is None:
-                raise CorruptSegment(f"staged part {key!r} of a replace batch is missing")
+                raise CorruptSegment(f"staged part {key!r} of a replace batch is missing", segment=state.segment)
             raw = record.bins.get("bm")
             pieces.append(bm.deserialize(raw if isinstance(raw, bytes) else b"", untrusted=False))
         if len(pieces) != ob.parts:
-            raise CorruptSegment(f"replace batch {batch!r} of {state.segment!r} has {len(pieces)} of {ob.parts} parts")
+            raise CorruptSegment(
+                f"replace batch {batch!r} of {state.segment!r} has {len(pieces)} of {ob.parts} parts",
+                segment=state.segment,
+            )
         members = BitMap()
-        for piece in pieces:
-            members |= piece
+        members.update(*pieces)
         return members
 
     def sweep(self) -> int:
@@ -335,8 +403,11 @@ class StagingStore:
             segment, _, rest = key.partition("/")
             batch = rest.rpartition("/")[0]
             if segment not in done_by_segment:
-                loaded = self.load([segment])[segment]
-                done_by_segment[segment] = set(loaded.done)
+                found = self.store.get_many(self.meta_set, [segment])[0]
+                try:
+                    done_by_segment[segment] = set(SegmentStaging.from_record(segment, found).done)
+                except CorruptSegment:
+                    done_by_segment[segment] = set()
             if batch in done_by_segment[segment]:
                 stale.append(key)
         if stale:
@@ -344,4 +415,4 @@ class StagingStore:
         return deleted + len(stale)
 
 
-__all__ = ["DONE_KEPT", "OpenBatch", "Outcome", "SegmentStaging", "StagingStore", "part_key"]
+__all__ = ["DONE_KEPT", "META_SET", "PARTS_SET", "OpenBatch", "PartOutcome", "SegmentStaging", "StagingStore", "part_key"]
