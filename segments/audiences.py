@@ -26,7 +26,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .catalog import Sets, now_ms
+from .catalog import Sets, check_free, now_ms
 from .errors import (
     AudienceCycle,
     Conflict,
@@ -42,7 +42,6 @@ from .names import check_name
 from .records import RecordReader
 from .storage.base import Record, Store
 
-AUDIENCE_SET = "audience"
 #: definitions remembered per audience
 HISTORY_KEPT = 100
 #: references an expanded expression may hold (audiences of audiences can multiply them)
@@ -104,7 +103,8 @@ class Audiences:
 
     def __init__(self, store: Store, sets: Sets, reader: RecordReader, universe: str) -> None:
         self.store = store
-        self.set = sets.named(AUDIENCE_SET)
+        self.set = sets.audience
+        self.sets = sets
         self.reader = reader
         self.universe = universe
 
@@ -180,8 +180,7 @@ class Audiences:
         if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
             raise InvalidInput(f"an audience description is text of at most {MAX_DESCRIPTION} characters")
         tree = to_expr(expr)
-        if self.reader.meta(name) is not None:
-            raise NameTaken(f"{name!r} is a segment; an audience needs a name of its own")
+        check_free(self.store, self.sets, name, kind="audience")
         for _ in range(_ATTEMPTS):
             current = self.get_many([name])[name]
             now = now_ms()
@@ -245,4 +244,4 @@ class Audiences:
         return [name, *doomed]
 
 
-__all__ = ["AUDIENCE_SET", "HISTORY_KEPT", "Audience", "Audiences", "Definition"]
+__all__ = ["HISTORY_KEPT", "Audience", "Audiences", "Definition"]

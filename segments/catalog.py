@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from .errors import CorruptSegment
-from .storage.base import Record
+from .errors import CorruptSegment, NameTaken
+from .storage.base import Record, Store
 from .types import BinValue
 
 SHARD_ENTRY = np.dtype([("shard", "<u2"), ("card", "<u4"), ("rid", "<u8")])
@@ -52,6 +52,37 @@ class Sets:
     def named(self, base: str) -> str:
         """A further set of this deployment (e.g. ingest staging), with the same prefix."""
         return f"{self.prefix}{base}"
+
+    @property
+    def audience(self) -> str:
+        return self.named("audience")
+
+    @property
+    def window(self) -> str:
+        return self.named("segwin")
+
+    @property
+    def history(self) -> str:
+        return self.named("seghist")
+
+
+#: the kinds of named thing, and the set that holds each; a name is at most one of them
+KINDS = {"segment": "meta", "audience": "audience", "windowed segment": "window"}
+
+
+def holder(store: Store, sets: Sets, name: str, *, besides: str) -> str | None:
+    """Which kind other than ``besides`` already holds ``name`` (one read per other kind)."""
+    for kind, attribute in KINDS.items():
+        if kind != besides and store.get_many(getattr(sets, attribute), [name])[0] is not None:
+            return kind
+    return None
+
+
+def check_free(store: Store, sets: Sets, name: str, *, kind: str) -> None:
+    """``NameTaken`` unless no other kind of thing holds ``name``: a name means one thing."""
+    other = holder(store, sets, name, besides=kind)
+    if other is not None:
+        raise NameTaken(f"{name!r} is a {other}; a {kind} needs a name of its own")
 
 
 @dataclass(frozen=True)

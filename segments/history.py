@@ -26,7 +26,6 @@ from .catalog import Sets
 from .errors import Conflict, CorruptSegment, SegmentsError
 from .storage.base import Record, Store
 
-HISTORY_SET = "seghist"
 KEEP_ALL = 1000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -76,7 +75,7 @@ def thin(points: Sequence[Point]) -> list[Point]:
 class History:
     def __init__(self, store: Store, sets: Sets) -> None:
         self.store = store
-        self.set = sets.named(HISTORY_SET)
+        self.set = sets.history
 
     def points(self, name: str, *, since_ms: int | None = None, until_ms: int | None = None) -> list[Point]:
         points = self._decode(name, self.store.get_many(self.set, [name])[0])
@@ -121,4 +120,4 @@ class History:
         self.store.delete(self.set, name)
 
 
-__all__ = ["HISTORY_SET", "KEEP_ALL", "History", "Point", "thin"]
+__all__ = ["KEEP_ALL", "History", "Point", "thin"]

@@ -28,8 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from .audiences import AUDIENCE_SET
-from .catalog import Sets, now_ms
+from .catalog import Sets, check_free, now_ms
 from .errors import BadTime, Conflict, CorruptSegment, InvalidInput, NameTaken, SegmentNotFound
 from .expressions import And, Diff, Expr, Not, Or, Ref, Xor
 from .expressions.ast import Window
@@ -37,7 +36,6 @@ from .names import check_name
 from .records import RecordReader
 from .storage.base import Record, Store
 
-WINDOW_SET = "segwin"
 BUCKET_SEP = "::"
 #: how far in the future an ``at`` may be (clock skew between producers and the service)
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -133,8 +131,8 @@ class Windows:
 
     def __init__(self, store: Store, sets: Sets, reader: RecordReader) -> None:
         self.store = store
-        self.set = sets.named(WINDOW_SET)
-        self.audience_set = sets.named(AUDIENCE_SET)
+        self.set = sets.window
+        self.sets = sets
         self.reader = reader
         self._held: dict[str, tuple[float, WindowConfig | None]] = {}
         self._lock = threading.Lock()
@@ -180,10 +178,7 @@ class Windows:
             raise InvalidInput(f"granularity must be 'day' or 'hour', got {granularity!r}")
         if not isinstance(retention, int) or isinstance(retention, bool) or not 1 <= retention <= 100_000:
             raise InvalidInput(f"retention must be a whole number of buckets from 1 to 100000, got {retention!r}")
-        if self.reader.meta(name) is not None:
-            raise NameTaken(f"{name!r} is a segment; a windowed segment needs a name of its own")
-        if self.store.get_many(self.audience_set, [name])[0] is not None:
-            raise NameTaken(f"{name!r} is an audience; a windowed segment needs a name of its own")
+        check_free(self.store, self.sets, name, kind="windowed segment")
         config = WindowConfig(name, granularity, retention, now_ms())
         try:
             gen = self.store.put(self.set, name, self._bins(config), generation=0)
@@ -318,4 +313,4 @@ def substitute(expr: Expr, replace: dict[Ref, Expr]) -> Expr:
     return cls(tuple(substitute(op, replace) for op in expr.operands))
 
 
-__all__ = ["BUCKET_SEP", "WINDOW_SET", "WindowConfig", "Windows", "has_windows", "parse_time", "substitute"]
+__all__ = ["BUCKET_SEP", "WindowConfig", "Windows", "has_windows", "parse_time", "substitute"]

@@ -18,15 +18,14 @@ from dataclasses import dataclass, replace
 from pyroaring import BitMap, FrozenBitMap
 
 from . import bitmap as bm
-from .audiences import AUDIENCE_SET
 from .cache import SegmentCache
-from .catalog import EMPTY_MAP, Meta, Sets, encode_map, map_key, new_rid, now_ms, shard_key
-from .errors import Conflict, CorruptSegment, NameTaken, SegmentNotFound
+from .catalog import EMPTY_MAP, Meta, Sets, check_free, encode_map, map_key, new_rid, now_ms, shard_key
+from .errors import Conflict, CorruptSegment, SegmentNotFound
 from .history import History, Point
 from .records import RecordReader
-from .windows import BUCKET_SEP, WINDOW_SET
 from .storage.base import Store
 from .types import BinValue
+from .windows import BUCKET_SEP
 
 _MAX_ATTEMPTS = 64
 
@@ -122,12 +121,7 @@ class Writer:
         if meta is None and not change.create:
             raise SegmentNotFound([name])
         if meta is None and BUCKET_SEP not in name:
-            audience, windowed = (
-                self.store.get_many(self.sets.named(kind), [name])[0] for kind in (AUDIENCE_SET, WINDOW_SET)
-            )
-            if audience is not None or windowed is not None:
-                kind = "an audience" if audience is not None else "a windowed segment"
-                raise NameTaken(f"{name!r} is {kind}; a segment needs a name of its own")
+            check_free(self.store, self.sets, name, kind="segment")
         if meta is not None and _recorded(meta, change):
             return WriteResult(meta, False)
         old_entries = base.entries
