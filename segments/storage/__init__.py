@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import StorageError
+from ..errors import StorageMisconfigured
 from .base import Bins, Record, Store
 
 
@@ -43,13 +43,13 @@ _BACKENDS: dict[str, Callable[[str], Store]] = {
 def open_store(url: str) -> Store:
     """Open the store a URL names."""
     if not isinstance(url, str) or "://" not in url:
-        raise StorageError(
+        raise StorageMisconfigured(
             f"invalid store URL {url!r}: expected memory://, sqlite:///path or aerospike://host:port/namespace"
         )
     scheme = url.split("://", 1)[0].lower()
     opener = _BACKENDS.get(scheme)
     if opener is None:
-        raise StorageError(
+        raise StorageMisconfigured(
             f"unknown store scheme {scheme!r} in {url!r}; known: {', '.join(sorted(_BACKENDS))}"
         )
     return opener(url)

@@ -488,7 +488,7 @@ class AerospikeStore:
                 raise TypeError(f"set name must be a str, not {type(set_name).__name__}")
             full = self.settings.prefix + set_name
             if not full or len(full.encode()) > _MAX_SET_NAME or _SET_FORBIDDEN.search(full):
-                raise StorageError(
+                raise StorageMisconfigured(
                     f"invalid Aerospike set name {full!r} (prefix {self.settings.prefix!r} + {set_name!r}): "
                     f"1-{_MAX_SET_NAME} bytes without ':' or ';'"
                 )

@@ -18,7 +18,6 @@ from typing import TypeVar
 from ..errors import (
     Conflict,
     CorruptSegment,
-    StorageError,
     StorageFull,
     StorageMisconfigured,
     StorageTimeout,
@@ -45,12 +44,12 @@ CREATE TABLE IF NOT EXISTS records (
 def path_from_url(url: str) -> str:
     """``sqlite:///abs/path`` → ``/abs/path``; ``sqlite:///./rel`` or ``sqlite://rel`` → relative."""
     if not url.startswith("sqlite://"):
-        raise StorageError(f"not a sqlite URL: {url!r}")
+        raise StorageMisconfigured(f"not a sqlite URL: {url!r}")
     rest = url[len("sqlite://") :]
     if rest.startswith("/./") or rest.startswith("/../"):
         rest = rest[1:]
     if not rest:
-        raise StorageError("sqlite URL needs a path, e.g. sqlite:///./data/segments.db")
+        raise StorageMisconfigured("sqlite URL needs a path, e.g. sqlite:///./data/segments.db")
     return rest
 
 
