@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,7 +18,8 @@ from .cache import SegmentCache
 from .catalog import Meta, SegmentInfo, Sets, now_ms
 from .engine import Engine, Insights, ReachResult
 from .errors import BadTime, CorruptSegment, InvalidInput, NameTaken, SegmentNotFound, UniverseNotFound
-from .expressions import Expr, Not, Ref, refs, to_expr, uses_complement
+from .expressions import Expr, Not, Ref, refs, uses_complement
+from .expressions import to_expr as _parse_any
 from .expressions.ast import Window
 from .history import Point
 from .keys import KeyTable
@@ -688,6 +690,18 @@ class Segments:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> Expr:
+    return _parse_any(text)
+
+
+def to_expr(expr: object) -> Expr:
+    """``expressions.to_expr`` with a cache of parsed texts (trees are immutable: sharing is safe)."""
+    if isinstance(expr, str) and len(expr) <= 4096:
+        return _parse_text(expr)
+    return _parse_any(expr)
 
 
 def _refs(expr: Expr) -> list[Ref]:

@@ -70,6 +70,7 @@ class Engine:
         self._regions: dict[int, FrozenBitMap] = {}
         self._regions_lock = threading.Lock()
         self._universe_counts: dict[tuple[str, str], int] = {}
+        self._plans: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Expr, Planner, dict[str, int | None]]] = {}
 
     # -- queries ----------------------------------------------------------
 
@@ -79,18 +80,36 @@ class Engine:
             versions = {n: m.version for n, m in snap.metas.items()}
             if isinstance(expr, Ref):
                 return ReachResult(snap.metas[expr.name].cardinality, versions)
-            plan = Planner(snap.maps, self.universe)
-            loaded = self.load(snap, plan.needs(expr))
+            plan, needs = self._plan(expr, snap)
+            loaded = self.load(snap, needs)
             return ReachResult(Evaluator(plan, loaded, self.region_bitmap).count(expr), versions)
 
         return self.reader.consistent(body)
+
+    def _plan(self, expr: Expr, snap: Snapshot) -> tuple[Planner, dict[str, int | None]]:
+        """The plan of ``expr`` over these versions, remembered: the same query on unchanged
+        segments (the hot case) is planned once."""
+        # Keyed by the tree object itself (the planner's regions are keyed by node identity), which
+        # the entry keeps alive so its id cannot be reused; parsed texts are cached, so the same
+        # text gives the same object.
+        key = (id(expr), tuple((n, m.key) for n, m in snap.maps.items()))
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is expr:
+            return hit[1], hit[2]
+        plan = Planner(snap.maps, self.universe)
+        needs = plan.needs(expr)
+        with self._regions_lock:
+            if len(self._plans) >= 1024:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = (expr, plan, needs)
+        return plan, needs
 
     def evaluate(self, expr: Expr) -> tuple[BitMap, dict[str, int]]:
         def body() -> tuple[BitMap, dict[str, int]]:
             snap = self._snapshot(expr)
             versions = {n: m.version for n, m in snap.metas.items()}
-            plan = Planner(snap.maps, self.universe)
-            loaded = self.load(snap, plan.needs(expr))
+            plan, needs = self._plan(expr, snap)
+            loaded = self.load(snap, needs)
             result = Evaluator(plan, loaded, self.region_bitmap).eval(expr)
             if any(result is cached for cached, _ in loaded.values()):
                 result = result.copy()
