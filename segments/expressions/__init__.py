@@ -8,7 +8,7 @@ from ..errors import ExpressionSyntaxError
 from .ast import And, Diff, Expr, Not, Or, Ref, Xor, depth, refs, uses_complement
 from .json_form import from_json, to_json
 from .limits import MAX_DEPTH, MAX_REFS
-from .parser import check_depth, parse
+from .parser import parse
 
 
 def to_expr(expr: object) -> Expr:
@@ -18,9 +18,7 @@ def to_expr(expr: object) -> Expr:
     if isinstance(expr, str):
         return parse(expr)
     if isinstance(expr, dict):
-        tree = from_json(expr)
-        check_depth(tree)
-        return tree
+        return from_json(expr)
     raise ExpressionSyntaxError(
         f"an expression is text or a JSON tree, got {type(expr).__name__}", 0, "text or a JSON object"
     )

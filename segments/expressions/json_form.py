@@ -3,6 +3,11 @@
 ``{"and": [{"segment": "a"}, {"not": {"segment": "b"}}]}`` with the keys
 ``segment``, ``and``, ``or``, ``diff``, ``xor`` and ``not``. A one-element
 operand list stands for its element.
+
+The limits are enforced during the conversion, as in the text parser: a node
+deeper than ``MAX_DEPTH`` levels of the JSON (which bounds the height of the
+tree built from it) or the 257th reference is refused when it is reached,
+before the rest of the tree is looked at.
 """
 
 from __future__ import annotations
@@ -30,14 +35,14 @@ def from_json(tree: object) -> Expr:
 
 
 def _fail(path: str, message: str) -> ExpressionSyntaxError:
-    return ExpressionSyntaxError(f"invalid expression tree at {path}: {message}", 0, "one of " + ", ".join(_KEYS))
+    return ExpressionSyntaxError(
+        f"invalid expression tree at {path}: {message}", 0, "one of " + ", ".join(_KEYS)
+    )
 
 
 def _convert(node: object, path: str, level: int, counter: list[int]) -> Expr:
     if level > MAX_DEPTH:
-        raise ExpressionTooComplex(
-            f"expression is nested deeper than {MAX_DEPTH} levels (at {path})", 0
-        )
+        raise ExpressionTooComplex(f"expression is nested deeper than {MAX_DEPTH} levels (at {path})", 0)
     if not isinstance(node, dict):
         raise _fail(path, f"expected an object, got {type(node).__name__}")
     if len(node) != 1:
@@ -52,9 +57,7 @@ def _convert(node: object, path: str, level: int, counter: list[int]) -> Expr:
             raise ExpressionSyntaxError(f"at {path}: {exc}", 0, "a segment name") from exc
         counter[0] += 1
         if counter[0] > MAX_REFS:
-            raise ExpressionTooComplex(
-                f"expression references more than {MAX_REFS} segments", 0
-            )
+            raise ExpressionTooComplex(f"expression references more than {MAX_REFS} segments", 0)
         return Ref(value)
     if key == "not":
         return Not(_convert(value, f"{path}.not", level + 1, counter))
@@ -63,9 +66,7 @@ def _convert(node: object, path: str, level: int, counter: list[int]) -> Expr:
         raise _fail(path, f"unknown key {key!r}")
     if not isinstance(value, list) or not value:
         raise _fail(path, f"{key!r} takes a non-empty list of operands")
-    operands = tuple(
-        _convert(item, f"{path}.{key}[{i}]", level + 1, counter) for i, item in enumerate(value)
-    )
+    operands = tuple(_convert(item, f"{path}.{key}[{i}]", level + 1, counter) for i, item in enumerate(value))
     if len(operands) == 1:
         return operands[0]
     return cls(operands)

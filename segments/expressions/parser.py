@@ -9,16 +9,25 @@ Grammar (keywords are case-insensitive)::
     NAME    := [A-Za-z0-9_.:]{1,128}
 
 Errors carry the 0-based character position and what was expected there.
+
+Every limit of ``limits`` is enforced while parsing, so refusing a hostile
+expression costs no more than reading up to the point where it crosses one:
+the text length is checked first, tokens are read one at a time as the
+parser asks for them, the 257th reference is refused when it is read, and
+each node's height is known when it is built (a node 65 levels high is
+refused right there). Parentheses and ``~`` count as nesting too, which
+bounds the parser's recursion whatever the tree they produce.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import ExpressionSyntaxError, ExpressionTooComplex
 from ..names import KEYWORDS
-from .ast import And, Diff, Expr, Not, Or, Ref, Xor, depth
+from .ast import And, Diff, Expr, Not, Or, Ref, Xor
 from .limits import MAX_DEPTH, MAX_REFS, MAX_TEXT
 
 _TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z0-9_.:]+)|(?P<sym>[|&^~()\-]))")
@@ -46,8 +55,8 @@ def _describe(tok: Token, source: str) -> str:
     return repr(tok.text)
 
 
-def tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
+def tokenize(text: str) -> Iterator[Token]:
+    """The tokens of ``text``, one at a time, ending with an ``end`` token."""
     pos = 0
     n = len(text)
     while True:
@@ -66,7 +75,7 @@ def tokenize(text: str) -> list[Token]:
             word = m.group("name")
             start = m.start("name")
             if word.lower() in _WORDS:
-                tokens.append(Token("op", _WORDS[word.lower()], start))
+                yield Token("op", _WORDS[word.lower()], start)
             else:
                 if len(word) > 128:
                     raise ExpressionSyntaxError(
@@ -74,32 +83,37 @@ def tokenize(text: str) -> list[Token]:
                         start,
                         "a segment name of at most 128 characters",
                     )
-                tokens.append(Token("name", word, start))
+                yield Token("name", word, start)
         else:
-            tokens.append(Token("op", m.group("sym"), m.start("sym")))
+            yield Token("op", m.group("sym"), m.start("sym"))
         pos = m.end()
-    tokens.append(Token("end", "", n))
-    return tokens
+    yield Token("end", "", n)
+
+
+#: A parsed subtree and its height (a lone reference has height 1).
+_Node = tuple[Expr, int]
 
 
 class _Parser:
     def __init__(self, text: str) -> None:
         self.source = text
         self.tokens = tokenize(text)
-        self.i = 0
+        self.previous = Token("end", "", 0)
+        self.current = next(self.tokens)
         self.refs = 0
         self.nesting = 0
 
     def peek(self) -> Token:
-        return self.tokens[self.i]
+        return self.current
 
     def take(self) -> Token:
-        tok = self.tokens[self.i]
-        self.i += 1
+        tok = self.current
+        if tok.kind != "end":
+            self.previous, self.current = tok, next(self.tokens)
         return tok
 
     def at(self, symbol: str) -> bool:
-        tok = self.peek()
+        tok = self.current
         return tok.kind == "op" and tok.text == symbol
 
     def error(self, expected: str) -> ExpressionSyntaxError:
@@ -115,69 +129,85 @@ class _Parser:
             raise ExpressionSyntaxError(
                 f"the expression is empty; expected {_OPERAND_START} at position 0", 0, _OPERAND_START
             )
-        expr = self.union()
+        expr, _ = self.union()
         if self.peek().kind != "end":
             if self.at(")"):
                 raise self.error("an operator or the end of the expression (unbalanced ')')")
             raise self.error("an operator (| & - ^ OR AND EXCEPT XOR) or the end of the expression")
         return expr
 
-    def union(self) -> Expr:
+    def node(
+        self, cls: type[And] | type[Diff] | type[Xor] | type[Or], operands: list[_Node], at: Token
+    ) -> _Node:
+        """``cls`` over ``operands``, refused if it is higher than ``MAX_DEPTH``."""
+        height = 1 + max(h for _, h in operands)
+        if height > MAX_DEPTH:
+            raise ExpressionTooComplex(
+                f"expression tree is more than {MAX_DEPTH} levels deep (at position {at.pos})", at.pos
+            )
+        return cls(tuple(e for e, _ in operands)), height
+
+    def union(self) -> _Node:
         operands = [self.xor()]
+        last = self.current
         while self.at("|"):
-            self.take()
+            last = self.take()
             operands.append(self.xor())
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
+        return operands[0] if len(operands) == 1 else self.node(Or, operands, last)
 
-    def xor(self) -> Expr:
+    def xor(self) -> _Node:
         operands = [self.inter()]
+        last = self.current
         while self.at("^"):
-            self.take()
+            last = self.take()
             operands.append(self.inter())
-        return operands[0] if len(operands) == 1 else Xor(tuple(operands))
+        return operands[0] if len(operands) == 1 else self.node(Xor, operands, last)
 
-    def inter(self) -> Expr:
-        current: Expr = self.unary()
+    def inter(self) -> _Node:
+        current = self.unary()
         group_cls: type[And] | type[Diff] | None = None
-        group: list[Expr] = []
+        group: list[_Node] = []
+        last = self.previous
         while self.at("&") or self.at("-"):
-            symbol = self.take().text
-            cls: type[And] | type[Diff] = And if symbol == "&" else Diff
-            if symbol == "&" and self.at("~") and self._is_word_not():
+            tok = self.take()
+            cls: type[And] | type[Diff] = And if tok.text == "&" else Diff
+            if tok.text == "&" and self.at("~") and self._is_word_not():
                 self.take()  # "AND NOT" is the difference operator
                 cls = Diff
             operand = self.unary()
             if cls is group_cls:
                 group.append(operand)
+                last = tok
                 continue
             if group_cls is not None:
-                current = group_cls(tuple(group))
+                current = self.node(group_cls, group, last)
             group_cls = cls
             group = [current, operand]
+            last = tok
         if group_cls is not None:
-            current = group_cls(tuple(group))
+            current = self.node(group_cls, group, last)
         return current
 
     def _is_word_not(self) -> bool:
         """Whether the pending ``~`` token was spelt ``NOT`` right after ``AND``."""
-        prev = self.tokens[self.i - 1]
-        tok = self.peek()
-        return prev.kind == "op" and self._spelt_as_word(prev) and self._spelt_as_word(tok)
+        prev = self.previous
+        return prev.kind == "op" and self._spelt_as_word(prev) and self._spelt_as_word(self.current)
 
     def _spelt_as_word(self, tok: Token) -> bool:
-        return self.text_at(tok).isalpha()
+        return self.source[tok.pos : tok.pos + 1].isalpha()
 
-    def text_at(self, tok: Token) -> str:
-        return self.source[tok.pos : tok.pos + 1]
-
-    def unary(self) -> Expr:
+    def unary(self) -> _Node:
         tok = self.peek()
         if tok.kind == "op" and tok.text == "~":
             self.take()
             self.enter(tok)
-            operand = self.unary()
+            operand, height = self.unary()
             self.nesting -= 1
-            return Not(operand)
+            if height + 1 > MAX_DEPTH:
+                raise ExpressionTooComplex(
+                    f"expression tree is more than {MAX_DEPTH} levels deep (at position {tok.pos})", tok.pos
+                )
+            return Not(operand), height + 1
         if tok.kind == "op" and tok.text == "(":
             self.take()
             self.enter(tok)
@@ -195,7 +225,7 @@ class _Parser:
                     f"expression references more than {MAX_REFS} segments (at position {tok.pos})",
                     tok.pos,
                 )
-            return Ref(tok.text)
+            return Ref(tok.text), 1
         raise self.error(_OPERAND_START)
 
     def enter(self, tok: Token) -> None:
@@ -215,18 +245,7 @@ def parse(text: str) -> Expr:
         raise ExpressionTooComplex(
             f"expression text is {len(text)} characters long (at most {MAX_TEXT})", MAX_TEXT
         )
-    parser = _Parser(text)
-    expr = parser.parse()
-    check_depth(expr)
-    return expr
-
-
-def check_depth(expr: Expr) -> None:
-    height = depth(expr)
-    if height > MAX_DEPTH:
-        raise ExpressionTooComplex(
-            f"expression tree is {height} levels deep (at most {MAX_DEPTH})", 0
-        )
+    return _Parser(text).parse()
 
 
 __all__ = ["KEYWORDS", "parse", "tokenize"]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 
 from segments import ExpressionSyntaxError, ExpressionTooComplex, parse, to_json
-from segments.expressions import And, Diff, Not, Or, Ref, Xor, from_json, to_expr
+from segments.expressions import And, Diff, Not, Or, Ref, Xor, depth, from_json, to_expr
 from tests.strategies import expressions
 
 a, b, c, d = Ref("a"), Ref("b"), Ref("c"), Ref("d")
@@ -162,3 +162,51 @@ def test_canonical_text_examples() -> None:
     assert str(parse("a AND NOT b")) == "a - b"
     assert str(parse("NOT (a OR b)")) == "~(a | b)"
     assert to_json(parse("a & ~b")) == {"and": [{"segment": "a"}, {"not": {"segment": "b"}}]}
+
+
+# A limit is enforced where it is crossed: the parser never reads what follows. Each input below
+# crosses a limit and then has a syntax error further on; the limit, at the point where it is
+# crossed, is what gets reported.
+
+
+def test_reference_limit_stops_the_text_parser_at_the_257th_reference() -> None:
+    text = " | ".join(f"s{i}" for i in range(300)) + " @"
+    with pytest.raises(ExpressionTooComplex) as info:
+        parse(text)
+    assert info.value.position == text.index("s256")
+
+
+def test_depth_limit_stops_the_text_parser_at_the_node_that_crosses_it() -> None:
+    text = "a" + " & b - c" * 100 + " ) ("
+    with pytest.raises(ExpressionTooComplex) as info:
+        parse(text)
+    position = info.value.position
+    assert position is not None and position < len("a" + " & b - c" * 33)
+    with pytest.raises(ExpressionTooComplex) as info:
+        parse("(" * 100 + "a @")
+    assert info.value.position == 63
+    with pytest.raises(ExpressionTooComplex) as info:
+        parse("~" * 100 + "a @")
+    assert info.value.position == 63
+
+
+def test_every_tree_the_text_parser_accepts_is_within_the_depth_limit() -> None:
+    # 21 parenthesised levels of (x | y ^ z & w) make a tree 3 levels deeper per level
+    text = "a"
+    for _ in range(21):
+        text = f"(b | c ^ d & {text})"
+    tree = parse(text)
+    assert depth(tree) == 1 + 21 * 3 == 64
+    with pytest.raises(ExpressionTooComplex):
+        parse(f"(e | f ^ g & {text})")
+
+
+def test_json_limits_stop_the_conversion_where_they_are_crossed() -> None:
+    wide: list[object] = [{"segment": f"s{i}"} for i in range(300)]
+    with pytest.raises(ExpressionTooComplex, match="256"):
+        to_expr({"or": [*wide, {"bad": 1}]})  # the bad node comes after the 257th reference
+    deep: dict[str, object] = {"bad": 1}
+    for _ in range(100):
+        deep = {"not": deep}
+    with pytest.raises(ExpressionTooComplex, match="64"):
+        to_expr(deep)  # the bad node is below level 64
