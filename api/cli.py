@@ -28,6 +28,9 @@ _FLAGS: dict[str, str] = {
     "demo_users": "--demo-users",
     "demo_seed": "--demo-seed",
     "max_body_bytes": "--max-body-bytes",
+    "max_json_body_bytes": "--max-json-body-bytes",
+    "max_query_body_bytes": "--max-query-body-bytes",
+    "body_timeout": "--body-timeout",
     "universe": "--universe",
     "cache_bytes": "--cache-bytes",
     "log_level": "--log-level",
@@ -65,6 +68,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--max-body-bytes",
         type=int,
         help="largest request body (env SEGMENTS_MAX_BODY_BYTES; default 64 MiB)",
+    )
+    parser.add_argument(
+        "--max-json-body-bytes",
+        type=int,
+        help="largest JSON body of a write; larger ID sets go as roaring bitmaps "
+        "(env SEGMENTS_MAX_JSON_BODY_BYTES; default 8 MiB)",
+    )
+    parser.add_argument(
+        "--max-query-body-bytes",
+        type=int,
+        help="largest reach or overlap body (env SEGMENTS_MAX_QUERY_BODY_BYTES; default 64 KiB)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds a request body may take to arrive (env SEGMENTS_BODY_TIMEOUT; default 30)",
     )
     parser.add_argument("--universe", help="universe segment for '~' (env SEGMENTS_UNIVERSE; default all)")
     parser.add_argument(
@@ -194,12 +213,14 @@ def _run_uvicorn(settings: Any, say: Any) -> int:
     from uvicorn.supervisors import Multiprocess
 
     from .logging import log_config, log_format
+    from .protocol import HTTP_PROTOCOL
 
     logging_config = log_config(log_format(), settings.log_level)
     config = uvicorn.Config(
         "api.main:app_factory",
         log_config=logging_config,
         factory=True,
+        http=HTTP_PROTOCOL,  # JSON answers to requests uvicorn's parser refuses (see api.protocol)
         host=settings.host,
         port=settings.port,
         workers=settings.workers,

@@ -29,14 +29,15 @@ from segments.errors import SegmentsError, StorageUnavailable
 
 from . import errors, fastpath
 from .deps import Connection
-from .limits import BodyLimitMiddleware
+from .limits import BodyGuardMiddleware, Limits
 from .logging import RequestIdMiddleware
 from .metrics import Metrics, MetricsMiddleware
+from .protocol import HeadMiddleware
 from .routes import docs, health, page, queries
 from .routes import segments as segment_routes
 from .routes.page import STATIC
 from .runtime import tune_malloc
-from .schemas import EXPRESSION_TREE_SCHEMA
+from .schemas import ERROR_BODY, EXPRESSION_TREE_SCHEMA
 from .settings import Settings, get_settings
 
 log = logging.getLogger("api")
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     connection = Connection(settings)
     metrics = Metrics()
     metrics.watch(lambda: connection.current)
+    limits = Limits.of(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,9 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = settings.keys
     app.state.metrics = metrics
     app.state.connection = connection
+    app.state.limits = limits
 
     errors.install(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadMiddleware)  # innermost: the routes see a GET (see api.protocol)
+    app.add_middleware(BodyGuardMiddleware, limit=limits.body, timeout=limits.timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response gets an ID and an access line
     routers = [segment_routes.router, queries.router, health.router, page.router, docs.router]
@@ -125,7 +129,7 @@ def _tidy_openapi(app: FastAPI, *, secured: bool) -> None:
     """Make ``/openapi.json`` say exactly what this process does.
 
     * validation errors answer 400 in the common error shape: drop FastAPI's default 422 entries;
-    * the expression tree schema goes into the components (request bodies refer to it);
+    * the expression tree and error body schemas go into the components (bodies refer to them);
     * the bearer security requirement is listed only when API keys are configured.
     """
     build = app.openapi
@@ -145,6 +149,7 @@ def _tidy_openapi(app: FastAPI, *, secured: bool) -> None:
         models.pop("HTTPValidationError", None)
         models.pop("ValidationError", None)
         models["ExpressionTree"] = EXPRESSION_TREE_SCHEMA
+        models["ErrorBody"] = ERROR_BODY
         if not secured:
             components.pop("securitySchemes", None)
         app.openapi_schema = schema

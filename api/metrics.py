@@ -12,7 +12,13 @@
 * ``segments_cache_hits_total`` / ``segments_cache_misses_total`` /
   ``segments_cache_shard_fetches_total`` / ``segments_cache_evictions_total``,
   ``segments_cache_bytes``, ``segments_cache_entries``: the in-process bitmap cache.
-* ``segments_segments``: number of segments in the store (read at scrape time).
+* ``segments_store_up``: 1 if the store answered a ping during this scrape, else 0 (and the
+  error is logged as a warning of the ``api.metrics`` logger). A scrape answers 200 either
+  way: failing it would hide every other metric exactly when they matter.
+* ``segments_segments``: number of segments in the store, from ``Segments.catalog``: the
+  metadata snapshot shared with user lookups, read again at most every
+  ``CATALOG_MAX_AGE`` seconds (a scrape does not scan the store each time). Left out,
+  with a logged error, when it cannot be read.
 
 Each app has its own ``CollectorRegistry``. With ``--workers N`` (N > 1)
 every worker process keeps its own counters and a scrape sees only the
@@ -22,6 +28,7 @@ process/container behind the load balancer (the recommended layout).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -32,6 +39,11 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segments import Segments
+from segments.errors import SegmentsError
+
+log = logging.getLogger("api.metrics")
+#: Seconds ``segments_segments`` may reuse the metadata snapshot it was read from.
+CATALOG_MAX_AGE = 10.0
 
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -76,18 +88,36 @@ class Metrics:
         self.lookups_inline = self.lookups.labels("event_loop")
         self.lookups_threaded = self.lookups.labels("threadpool")
 
-    def watch(self, segments: Callable[[], Segments | None]) -> None:
-        """Export the cache and catalog of the process's ``Segments`` at scrape time."""
-        self.registry.register(_SegmentsCollector(segments))
+    def watch(self, segments: Callable[[], Segments | None], *, max_age: float = CATALOG_MAX_AGE) -> None:
+        """Export the cache, the store's health and the catalog of the process's ``Segments`` at scrape time.
+
+        ``segments`` returns ``None`` while the store is not connected (it was down at startup).
+        """
+        self.registry.register(_SegmentsCollector(segments, max_age))
+
+
+def _failed(what: str, exc: Exception) -> None:
+    if isinstance(exc, SegmentsError):
+        log.warning("%s: %s: %s", what, exc.code, exc)
+    else:  # not a store failure: a bug
+        log.error("%s: unexpected %s: %s", what, type(exc).__name__, exc, exc_info=exc)
 
 
 class _SegmentsCollector(Collector):
-    def __init__(self, segments: Callable[[], Segments | None]) -> None:
+    def __init__(self, segments: Callable[[], Segments | None], max_age: float) -> None:
         self._segments = segments
+        self._max_age = max_age
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """Nothing: else registering would call ``collect`` (and reach the store) to learn the names."""
+        return []
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         segs = self._segments()
+        store_up = "segments_store_up"
+        up_help = "1 if the store answered a ping during this scrape, else 0."
         if segs is None:
+            yield GaugeMetricFamily(store_up, up_help, value=0)
             return
         stats = segs.cache.stats
         yield CounterMetricFamily("segments_cache_hits", "Segment reads served from cache.", value=stats.hits)
@@ -103,8 +133,16 @@ class _SegmentsCollector(Collector):
         yield GaugeMetricFamily("segments_cache_bytes", "Bytes of cached bitmaps.", value=segs.cache.nbytes)
         yield GaugeMetricFamily("segments_cache_entries", "Segments in the cache.", value=len(segs.cache))
         try:
-            count = len(segs.names())
-        except Exception:  # the store is down: report what we can, /readyz reports the outage
+            segs.ping()
+        except Exception as exc:
+            _failed("metrics: the store did not answer", exc)
+            yield GaugeMetricFamily(store_up, up_help, value=0)
+            return
+        yield GaugeMetricFamily(store_up, up_help, value=1)
+        try:
+            count = len(segs.catalog(self._max_age))
+        except Exception as exc:
+            _failed("metrics: could not read the catalog of segments", exc)
             return
         yield GaugeMetricFamily("segments_segments", "Segments in the store.", value=count)
 

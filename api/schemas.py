@@ -1,7 +1,9 @@
-"""Request and response shapes, as documented in ``/openapi.json``.
+"""Request, response and error shapes, as documented in ``/openapi.json``.
 
 Responses on the hot paths are written with ``json.dumps`` directly; these
-models describe them for the schema and for clients.
+models describe them for the schema and for clients. Error responses (see
+``api.errors``) are described by ``ERROR_BODY``, listed per route with
+:func:`responses`.
 """
 
 from __future__ import annotations
@@ -168,3 +170,61 @@ def json_body(schema: type[BaseModel] | dict[str, Any]) -> dict[str, Any]:
     if not isinstance(schema, dict):
         schema = schema.model_json_schema()
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+#: The body of every error response, registered in the schema's components (see api.main).
+ERROR_BODY: dict[str, Any] = {
+    "title": "ErrorBody",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "what went wrong, e.g. invalid_expression"},
+                "message": {"type": "string", "description": "for people: what went wrong and where"},
+                "position": {"type": "integer", "description": "invalid_expression: 0-based character"},
+                "expected": {
+                    "type": "string",
+                    "description": "invalid_expression: what would be valid there",
+                },
+                "segments": {"type": "array", "items": {"type": "string"}, "description": "unknown segments"},
+                "dependents": {"type": "array", "items": {"type": "string"}, "description": "in_use: users"},
+                "required_scope": {"type": "string"},
+                "limit": {"type": "integer", "description": "body_too_large: the limit in bytes"},
+                "details": {"type": "array", "items": {"type": "object"}},
+            },
+            "additionalProperties": True,
+        }
+    },
+}
+
+_ERROR_DESCRIPTIONS = {
+    400: "invalid input (expression, name, user ID, bitmap, body)",
+    401: "missing or invalid API key",
+    403: "the API key lacks the needed scope",
+    404: "unknown segment",
+    405: "method not allowed",
+    408: "the request body did not arrive in time (body_timeout)",
+    409: "concurrent writers kept conflicting (conflict, retry), or the name is taken or in use",
+    413: "request body too large (body_too_large) or a record over the store's limit (record_too_large)",
+    415: "unsupported Content-Type or charset",
+    500: "stored data is damaged (corrupt_data) or an unexpected error (internal_error)",
+    503: "store unavailable (retry after Retry-After seconds) or misconfigured (storage_misconfigured)",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the given error statuses."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "description": _ERROR_DESCRIPTIONS.get(status, "error"),
+            "content": {"application/json": {"schema": _ERROR_REF}},
+        }
+        if status == 503:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+        out[status] = entry
+    return out

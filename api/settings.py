@@ -6,7 +6,10 @@
 | ``SEGMENTS_HOST`` / ``SEGMENTS_PORT`` | ``127.0.0.1`` / ``8000`` | listen address |
 | ``SEGMENTS_WORKERS`` | ``1`` | uvicorn worker processes |
 | ``SEGMENTS_API_KEYS`` | unset (open) | ``key:scope[,scope];key2:scope``, scopes ``read``, ``write`` |
-| ``SEGMENTS_MAX_BODY_BYTES`` | 64 MiB | largest request body accepted (413 above) |
+| ``SEGMENTS_MAX_BODY_BYTES`` | 64 MiB | largest request body accepted (413 above); a roaring bitmap may be this large |
+| ``SEGMENTS_MAX_JSON_BODY_BYTES`` | 8 MiB | largest JSON body of a write (``ids``, ``expr``) |
+| ``SEGMENTS_MAX_QUERY_BODY_BYTES`` | 64 KiB | largest reach or overlap body |
+| ``SEGMENTS_BODY_TIMEOUT`` | ``30`` | seconds a request body may take to arrive (408 after) |
 | ``SEGMENTS_UNIVERSE`` | ``all`` | the segment ``~x`` is taken relative to |
 | ``SEGMENTS_CACHE_BYTES`` | 4 GiB | memory for hot segment bitmaps, per process |
 | ``SEGMENTS_LOOKUP_STALENESS`` | ``0.25`` | seconds ``/v1/users/{id}/segments`` may reuse metadata (0: read it on every call) |
@@ -46,6 +49,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=256)
     api_keys: str | None = Field(default=None, description="key:scope[,scope];key2:scope (unset: no auth)")
     max_body_bytes: int = Field(default=64 << 20, ge=1024)
+    max_json_body_bytes: int = Field(default=8 << 20, ge=1024, description="largest JSON body of a write")
+    max_query_body_bytes: int = Field(default=64 << 10, ge=1024, description="largest reach or overlap body")
+    body_timeout: float = Field(default=30.0, gt=0, description="seconds a request body may take to arrive")
     universe: str = "all"
     cache_bytes: int = Field(default=4 << 30, ge=0)
     lookup_staleness: float = Field(

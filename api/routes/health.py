@@ -7,9 +7,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from ..deps import MetricsDep, SegmentsDep
-from ..errors import responses
 from ..responses import json_response
-from ..schemas import Status
+from ..schemas import Status, responses
 
 router = APIRouter(tags=["operations"])
 

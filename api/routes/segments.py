@@ -21,9 +21,8 @@ from segments.errors import InvalidUserId
 from segments.names import check_name
 
 from ..auth import BEARER_SECURITY, ReadAccess, WriteAccess, authorize
-from ..bodies import RawBodyDep, parse_members
+from ..bodies import MembersBody, parse_members
 from ..deps import SegmentsDep, get_segments
-from ..errors import responses
 from ..responses import info_body, json_response
 from ..schemas import (
     NAME_SCHEMA,
@@ -32,6 +31,7 @@ from ..schemas import (
     SegmentInfo,
     SegmentList,
     members_body,
+    responses,
 )
 
 router = APIRouter(prefix="/v1", tags=["segments"])
@@ -40,7 +40,7 @@ NamePath = Annotated[str, Path(description="segment name"), WithJsonSchema(NAME_
 UserIdPath = Annotated[str, Path(description="user ID"), WithJsonSchema(USER_ID_SCHEMA)]
 
 _READ_ERRORS = responses(400, 401, 403, 404, 500, 503)
-_WRITE_ERRORS = responses(400, 401, 403, 404, 409, 413, 415, 500, 503)
+_WRITE_ERRORS = responses(400, 401, 403, 404, 408, 409, 413, 415, 500, 503)
 
 
 def parse_user_id(text: str) -> int:
@@ -60,13 +60,13 @@ def parse_user_id(text: str) -> int:
     openapi_extra=members_body(allow_expr=True),
     dependencies=[WriteAccess],
 )
-def replace_segment(name: NamePath, body: RawBodyDep, segs: SegmentsDep) -> Response:
+def replace_segment(name: NamePath, body: MembersBody, segs: SegmentsDep) -> Response:
     check_name(name)
     members = parse_members(body, allow_expr=True)
-    if members.expr is not None:
-        ids, _ = segs.evaluate_detailed(members.expr)
+    if members.kind == "expr":
+        ids, _ = segs.evaluate_detailed(members.value)
         return json_response(info_body(segs.replace(name, ids)))
-    return json_response(info_body(segs.replace(name, members.ids)))
+    return json_response(info_body(segs.replace(name, members.value)))
 
 
 @router.post(
@@ -77,10 +77,10 @@ def replace_segment(name: NamePath, body: RawBodyDep, segs: SegmentsDep) -> Resp
     openapi_extra=members_body(allow_expr=False),
     dependencies=[WriteAccess],
 )
-def add_members(name: NamePath, body: RawBodyDep, segs: SegmentsDep) -> Response:
+def add_members(name: NamePath, body: MembersBody, segs: SegmentsDep) -> Response:
     check_name(name)
     members = parse_members(body, allow_expr=False)
-    return json_response(info_body(segs.add(name, members.ids)))
+    return json_response(info_body(segs.add(name, members.value)))
 
 
 @router.post(
@@ -91,10 +91,10 @@ def add_members(name: NamePath, body: RawBodyDep, segs: SegmentsDep) -> Response
     openapi_extra=members_body(allow_expr=False),
     dependencies=[WriteAccess],
 )
-def remove_members(name: NamePath, body: RawBodyDep, segs: SegmentsDep) -> Response:
+def remove_members(name: NamePath, body: MembersBody, segs: SegmentsDep) -> Response:
     check_name(name)
     members = parse_members(body, allow_expr=False)
-    return json_response(info_body(segs.remove(name, members.ids)))
+    return json_response(info_body(segs.remove(name, members.value)))
 
 
 @router.get(

@@ -1,14 +1,17 @@
 """Every error the API answers: status, code and body, over a real uvicorn process.
 
-The error body is always ``{"error": {"code", "message", ...}}``. The only
-500 is ``corrupt_data`` (damaged stored data); a few statuses that need a
-store misbehaving on cue (409, 413 ``record_too_large``) are checked
-in-process through ``app.dependency_overrides``.
+The error body is always ``{"error": {"code", "message", ...}}``. A 500 is
+``corrupt_data`` (damaged stored data) or ``internal_error`` (a bug); the
+statuses that need a store misbehaving on cue (409, 413 ``record_too_large``,
+503 ``storage_misconfigured`` ...) are checked in-process through
+``app.dependency_overrides``, and the table of ``api.errors`` is checked
+against the fault of every class of ``segments.errors``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -18,10 +21,21 @@ import httpx
 import pytest
 
 import segments
+import segments.errors
 from api.deps import get_segments
+from api.errors import ERRORS, status_and_code
 from api.main import create_app
 from api.settings import Settings
-from segments.errors import Conflict, RecordTooLarge, SegmentsError
+from segments.errors import (
+    Conflict,
+    CorruptSegment,
+    Fault,
+    RecordTooLarge,
+    SegmentsError,
+    StorageFull,
+    StorageMisconfigured,
+    StorageTimeout,
+)
 from segments.types import UserSet
 from tests.support.api_server import ApiServer, start_api_server
 
@@ -65,8 +79,11 @@ def test_expression_too_deep_or_too_long(client: httpx.Client) -> None:
     error_of(client.post("/v1/reach", json={"expr": deep}), 400, "invalid_expression")
     wide = " | ".join(["even"] * 300)
     error_of(client.post("/v1/reach", json={"expr": wide}), 400, "invalid_expression")
+    # text over the length limit: a reach body that large is refused before it is read
     huge = client.post("/v1/reach", json={"expr": "a" * 70_000})
-    assert str(error_of(huge, 400, "invalid_expression")["message"]).startswith("expression text is 70000")
+    assert "SEGMENTS_MAX_QUERY_BODY_BYTES" in str(error_of(huge, 413, "body_too_large")["message"])
+    saved = client.put("/v1/segments/t_too_long", json={"expr": "a" * 70_000})
+    assert str(error_of(saved, 400, "invalid_expression")["message"]).startswith("expression text is 70000")
 
 
 @pytest.mark.parametrize(
@@ -196,7 +213,7 @@ def test_invalid_bitmaps(client: httpx.Client, fresh_name: str, payload: bytes) 
 
 
 @pytest.mark.parametrize(
-    "body", [b"{", b"[" * 100_000, b'{"ids": [1,]}', b"\xff\xfe", b'{"ids": [' + b"1" * 5000 + b"]}'"]
+    "body", [b"{", b"[" * 60_000, b'{"ids": [1,]}', b"\xff\xfe", b'{"ids": [' + b"1" * 5000 + b"]}'"]
 )
 def test_invalid_json_bodies(client: httpx.Client, fresh_name: str, body: bytes) -> None:
     headers = {"Content-Type": "application/json"}
@@ -269,7 +286,7 @@ def test_unknown_route_and_method(client: httpx.Client) -> None:
     error_of(client.get("/static/missing.js"), 404, "not_found")
     response = client.patch("/v1/segments/even", json={})
     error_of(response, 405, "method_not_allowed")
-    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "PUT", "DELETE"}
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "PUT", "DELETE"}
 
 
 # -- 413 body_too_large ---------------------------------------------------------
@@ -343,7 +360,7 @@ def test_store_unavailable_is_503_with_retry_after_and_recovers(tmp_path: Path) 
         assert c.put("/v1/segments/a", json={"ids": [1, 2]}).json()["cardinality"] == 2
 
 
-# -- 500 corrupt_data: the only deliberate 500 -------------------------------------
+# -- 500 corrupt_data: damaged stored data ---------------------------------------------
 
 
 def test_damaged_stored_data_is_500_corrupt_data(
@@ -376,14 +393,33 @@ class _Failing(segments.Segments):
 
 
 @pytest.mark.parametrize(
-    ("exc", "status", "code"),
+    ("exc", "status", "code", "retry_after"),
     [
-        (Conflict("segment 'a' kept changing; retry"), 409, "conflict"),
-        (RecordTooLarge("record of 2 MiB over the 1 MiB limit"), 413, "record_too_large"),
-        (SegmentsError("something new"), 500, "segments_error"),
+        (Conflict("segment 'a' kept changing; retry"), 409, "conflict", False),
+        (RecordTooLarge("record of 2 MiB over the 1 MiB limit"), 413, "record_too_large", False),
+        (StorageTimeout("the store did not answer within 300 ms"), 503, "storage_timeout", True),
+        (StorageFull("namespace test is at stop-writes"), 503, "storage_full", True),
+        (StorageMisconfigured("namespace nope is not configured"), 503, "storage_misconfigured", False),
+        (CorruptSegment("shard 3 of segment 'a' cannot be decoded", "a"), 500, "corrupt_data", False),
     ],
 )
-def test_mapping_table_through_the_app(exc: Exception, status: int, code: str) -> None:
+def test_mapping_table_through_the_app(exc: Exception, status: int, code: str, retry_after: bool) -> None:
+    response = _put_failing(exc)
+    assert response.status_code == status
+    assert response.json() == {"error": {"code": code, "message": str(exc)}}
+    assert ("retry-after" in response.headers) == retry_after
+
+
+def test_an_unexpected_error_is_500_internal_error_without_details() -> None:
+    for exc in [SegmentsError("something new"), ValueError("a bug")]:
+        response = _put_failing(exc)
+        assert response.status_code == 500
+        assert response.json() == {
+            "error": {"code": "internal_error", "message": "internal error; the server log has the details"}
+        }
+
+
+def _put_failing(exc: Exception) -> httpx.Response:
     app = create_app(Settings(store="memory://"))
     failing = _Failing(exc)
     app.dependency_overrides[get_segments] = lambda: failing
@@ -393,9 +429,41 @@ def test_mapping_table_through_the_app(exc: Exception, status: int, code: str) -
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:
             return await c.put("/v1/segments/a", json={"ids": [1]})
 
-    response = asyncio.run(call())
-    assert response.status_code == status
-    assert response.json() == {"error": {"code": code, "message": str(exc)}}
+    return asyncio.run(call())
+
+
+CORE_ERRORS = [
+    cls
+    for _, cls in inspect.getmembers(segments.errors, inspect.isclass)
+    if issubclass(cls, SegmentsError) and cls is not SegmentsError
+]
+
+
+@pytest.mark.parametrize("cls", CORE_ERRORS, ids=[c.__name__ for c in CORE_ERRORS])
+def test_every_core_error_class_has_a_row_that_fits_its_fault(cls: type[SegmentsError]) -> None:
+    assert cls in ERRORS, f"api.errors.ERRORS has no row for {cls.__name__}"
+    status, code = ERRORS[cls]
+    assert code == cls.code
+    if cls.fault is Fault.CALLER:
+        assert 400 <= status < 500
+    elif cls.fault in (Fault.TRANSIENT, Fault.CAPACITY):
+        assert status == (409 if issubclass(cls, Conflict) else 503)
+    elif cls.fault is Fault.OPERATOR:
+        assert (status, code) == (503, "storage_misconfigured")
+    else:
+        assert cls.fault is Fault.DATA and (status, code) == (500, "corrupt_data")
+
+
+def test_a_new_subclass_answers_like_its_parent_until_it_has_a_row() -> None:
+    class Newer(StorageTimeout):
+        code = "storage_newer"
+
+    class Unknown(SegmentsError):
+        code = "unknown_thing"
+
+    assert status_and_code(Newer("x")) == (503, "storage_timeout")
+    assert status_and_code(Unknown("x")) == (500, "internal_error")
+    assert status_and_code(KeyError("x")) == (500, "internal_error")
 
 
 def test_error_bodies_are_json_even_for_odd_requests(client: httpx.Client) -> None:

@@ -8,7 +8,8 @@ requires every answer to be a 4xx in the JSON error shape, and finally checks
 that the server is still healthy and never logged a traceback.
 
 What is sent: oversized bodies (announced, chunked, binary); deeply nested
-and huge expressions as text and as JSON trees; segment names with path
+and huge expressions as text and as JSON trees (reach and overlap bodies
+over the 64 KiB query limit are 413, smaller ones 400); segment names with path
 separators, dots, unicode, control characters, empty and over-long, in paths
 and in bodies; corrupt and truncated roaring bitmaps (HTTP bodies and Kafka
 messages); user IDs out of range or of the wrong type (paths, JSON bodies,
@@ -34,6 +35,7 @@ from pyroaring import BitMap
 from segments.bitmap import deserialize
 from segments.errors import InvalidBitmap
 from tests.api.conftest import seed_store
+from tests.api.test_schemathesis import CONFIG as SCHEMATHESIS_CONFIG
 from tests.faults.conftest import HEAVY, Snapshot, api_snapshot, assert_same_snapshot
 from tests.ingest.harness import (
     IngestProcess,
@@ -51,6 +53,7 @@ from tests.support.kafka_broker import KafkaBroker
 pytestmark = pytest.mark.timeout(240)
 
 LIMIT = 1 << 20
+QUERY_LIMIT = 64 << 10  # SEGMENTS_MAX_QUERY_BODY_BYTES, default
 OCTET = {"Content-Type": "application/octet-stream"}
 JSON = {"Content-Type": "application/json"}
 
@@ -164,27 +167,40 @@ HUGE_TEXT = [
 ]
 
 
+def query_refused(response: httpx.Response) -> str:
+    """A reach or overlap refused: 400/404 for what fits the 64 KiB query body limit, 413 beyond it."""
+    sent = len(response.request.content)
+    code = refused(response, 413) if sent > QUERY_LIMIT else refused(response, 400, 404)
+    assert (code == "body_too_large") == (sent > QUERY_LIMIT), (code, sent)
+    return code
+
+
 def test_deep_and_huge_expressions_are_400(client: httpx.Client, unchanged: Snapshot) -> None:
     for expr in HUGE_TEXT:
-        code = refused(client.post("/v1/reach", json={"expr": expr}), 400, 404)
-        assert code in {"invalid_expression", "segment_not_found", "invalid_segment_name"}, (code, expr[:40])
+        code = query_refused(client.post("/v1/reach", json={"expr": expr}))
+        assert code in {"invalid_expression", "segment_not_found", "invalid_segment_name", "body_too_large"}, (
+            code,
+            expr[:40],
+        )
         refused(client.put("/v1/segments/made_by_expr", json={"expr": expr}), 400, 404)
     for depth in (65, 1_000, 30_000):
         text = nested_tree_json(depth)
-        refused(client.post("/v1/reach", content=f'{{"expr": {text}}}', headers=JSON), 400)
+        query_refused(client.post("/v1/reach", content=f'{{"expr": {text}}}', headers=JSON))
         refused(client.put("/v1/segments/made_by_expr", content=f'{{"expr": {text}}}', headers=JSON), 400)
-    wide = {"or": [{"segment": "even"}] * 40_000}  # under the body limit
-    refused(client.post("/v1/reach", json={"expr": wide}), 400)
+    for width in (300, 3_000, 40_000):  # 40,000 is over the query limit but under the general one
+        wide = {"or": [{"segment": "even"}] * width}
+        query_refused(client.post("/v1/reach", json={"expr": wide}))
+        refused(client.put("/v1/segments/made_by_expr", json={"expr": wide}), 400)
     # JSON nested deeper than any parser's recursion limit, raw
-    deep_json = '{"expr": ' + '{"not": ' * 100_000 + '{"segment": "even"}' + "}" * 100_001
-    refused(
-        client.post("/v1/reach", content=deep_json.encode(), headers={"Content-Type": "application/json"}),
-        400,
-    )
+    for depth in (5_000, 100_000):
+        deep_json = '{"expr": ' + '{"not": ' * depth + '{"segment": "even"}' + "}" * (depth + 1)
+        query_refused(client.post("/v1/reach", content=deep_json.encode(), headers=JSON))
+        refused(client.put("/v1/segments/made_by_expr", content=deep_json.encode(), headers=JSON), 400)
     deep_list = '{"ids": ' + "[" * 100_000 + "]" * 100_000 + "}"
     refused(client.post("/v1/segments/even/add", content=deep_list.encode(),
                         headers={"Content-Type": "application/json"}), 400)  # fmt: skip
-    refused(client.post("/v1/overlap", json={"segments": [f"s{i}" for i in range(10_000)]}), 400)
+    query_refused(client.post("/v1/overlap", json={"segments": [f"s{i}" for i in range(10_000)]}))
+    query_refused(client.post("/v1/overlap", json={"segments": [f"s{i}" for i in range(1_000)]}))
     refused(client.post("/v1/overlap", json={"segments": [["even"]] * 3}), 400)
 
 
@@ -386,8 +402,8 @@ def test_schema_violating_requests_are_refused_and_change_nothing(
     """Every request schemathesis builds to violate the spec must be refused, and nothing stored may change."""
     examples = "60" if HEAVY else "25"
     command = [
-        sys.executable, "-m", "schemathesis.cli", "run", f"{api.base_url}/openapi.json",
-        "--mode", "negative", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(SCHEMATHESIS_CONFIG),
+        "run", f"{api.base_url}/openapi.json", "--mode", "negative", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
         "--max-examples", examples, "--seed", "20240702", "--workers", "1", "--request-timeout", "30",
         "--suppress-health-check", "all", "--phases", "examples,coverage,fuzzing",
     ]  # fmt: skip

@@ -13,8 +13,9 @@ and the like::
     with start_api_server("sqlite:///tmp/x.db", env={"SEGMENTS_API_KEYS": "k1:read"}) as api:
         httpx.get(f"{api.base_url}/v1/segments", headers={"Authorization": "Bearer k1"})
 
-For fault tests, :meth:`ApiServer.stop` stops the API early and
-:meth:`ApiServer.output` returns what the process printed.
+For fault tests, :meth:`ApiServer.stop` stops the API early,
+:meth:`ApiServer.output` returns what the process printed and
+:meth:`ApiServer.memory` reads its resident and peak memory from ``/proc``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ApiServer", "ApiServerError", "free_port", "start_api_server"]
+__all__ = ["ApiServer", "ApiServerError", "Memory", "free_port", "start_api_server"]
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -50,6 +51,14 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Memory:
+    """Bytes of resident memory of a process: now, and the most it ever held."""
+
+    rss: int
+    peak: int
+
+
 @dataclass
 class ApiServer:
     base_url: str
@@ -64,6 +73,15 @@ class ApiServer:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def memory(self) -> Memory:
+        """The process's resident memory now and its peak so far (``VmRSS``, ``VmHWM`` of ``/proc/<pid>/status``)."""
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0]) * 1024  # the kernel reports kB
+        return Memory(rss=fields["VmRSS"], peak=fields["VmHWM"])
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Stop the process (SIGTERM, then SIGKILL); returns its exit code."""
