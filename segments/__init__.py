@@ -24,6 +24,7 @@ from .errors import (
     InvalidInput,
     InvalidSegmentName,
     InvalidUserId,
+    InvalidUserKey,
     RecordTooLarge,
     SegmentNotFound,
     SegmentsError,
@@ -33,6 +34,7 @@ from .errors import (
     UniverseNotFound,
 )
 from .expressions import Expr, parse, to_json, to_text
+from .keys import KeyTable, KeyTableReport, check_user_key
 from .staging import PartOutcome, SegmentStaging, StagingStore
 from .storage import Store, open_store
 
@@ -52,6 +54,9 @@ __all__ = [
     "InvalidInput",
     "InvalidSegmentName",
     "InvalidUserId",
+    "InvalidUserKey",
+    "KeyTable",
+    "KeyTableReport",
     "Overlap",
     "PartOutcome",
     "ReachResult",
@@ -68,6 +73,7 @@ __all__ = [
     "Store",
     "UniverseNotFound",
     "__version__",
+    "check_user_key",
     "connect",
     "open_store",
     "parse",

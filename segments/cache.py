@@ -7,7 +7,9 @@ published: a refresh builds a new bitmap and swaps the entry, so a query
 running on another thread keeps a consistent view.
 
 Everything the cache holds (segment entries and shard maps) counts against
-one byte budget and is evicted in one least-recently-used order. Loads are
+one byte budget and is evicted in one least-recently-used order; other caches
+of the process (the key translation cache) charge what they hold to the same
+budget (:meth:`SegmentCache.charge`). Loads are
 single-flight: while one thread fetches a segment's shards, other threads
 that need the same segment wait for it (:meth:`SegmentCache.loading`) and
 then find it cached, so a herd of cold queries reads each shard once.
@@ -89,6 +91,7 @@ class SegmentCache:
         self._items: OrderedDict[_Key, tuple[Entry | ShardMap, int]] = OrderedDict()
         self._entries: dict[str, Entry] = {}
         self._bytes = 0
+        self._charged: dict[str, int] = {}  # bytes other caches of the process hold, by owner
         self._lock = threading.Lock()
         self._flights = [threading.Lock() for _ in range(_FLIGHT_STRIPES)]
         self.stats = CacheStats()
@@ -142,7 +145,18 @@ class SegmentCache:
             self._bytes -= old[1]
         self._items[key] = (value, nbytes)
         self._bytes += nbytes
-        while self._bytes > self.max_bytes and len(self._items) > 1:
+        self._evict()
+
+    def charge(self, owner: str, nbytes: int) -> None:
+        """Count ``nbytes`` held by another cache of the process (``owner``: e.g. ``"keys"``, the
+        key translation cache) against this budget, evicting entries to make room."""
+        with self._lock:
+            self._charged[owner] = nbytes
+            self._evict()
+
+    def _evict(self) -> None:
+        limit = self.max_bytes - sum(self._charged.values())
+        while self._bytes > limit and len(self._items) > 1:
             (is_map, name), (_, size) = self._items.popitem(last=False)
             self._bytes -= size
             if not is_map:

@@ -11,6 +11,7 @@ Every error the library raises on purpose is a ``SegmentsError``::
     │   ├── InvalidSegmentName
     │   ├── InvalidUserId
     │   ├── BadTime                      an ``at`` outside the retention, in the future, or on a plain segment
+    │   ├── InvalidUserKey               not 1-256 bytes of UTF-8 without control characters
     │   └── InvalidBitmap                user-supplied roaring bytes failed validation
     ├── SegmentNotFound              names the missing segments (HTTP 404)
     │   └── UniverseNotFound             ``~x`` needs the universe segment
@@ -123,6 +124,12 @@ class InvalidUserId(InvalidInput):
     """A user ID is not an integer in ``[0, 2**32)``."""
 
     code = "invalid_user_id"
+
+
+class InvalidUserKey(InvalidInput):
+    """A string user key is not 1-256 bytes of UTF-8 without control characters (category Cc)."""
+
+    code = "invalid_user_key"
 
 
 class BadTime(InvalidInput):
