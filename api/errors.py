@@ -11,7 +11,7 @@ The statuses follow the fault of each class:
 
 | fault | classes | status | code |
 | --- | --- | --- | --- |
-| CALLER | ``InvalidInput`` and below (``ExpressionError``, ``AudienceCycle``, ``InvalidSegmentName``, ``InvalidUserId``, ``BadTime``, ``InvalidBitmap``) | 400 | the class's (``invalid_expression`` + ``position``, ``expected``; ...) |
+| CALLER | ``InvalidInput`` and below (``ExpressionError``, ``AudienceCycle``, ``InvalidSegmentName``, ``InvalidUserId``, ``InvalidUserKey``, ``BadTime``, ``InvalidBitmap``) | 400 | the class's (``invalid_expression`` + ``position``, ``expected``; ...) |
 | CALLER | ``SegmentNotFound``, ``UniverseNotFound`` | 404 | ``segment_not_found`` (+ ``segments``) |
 | CALLER | ``NameTaken``, ``InUse`` | 409 | ``name_taken``, ``in_use`` (+ ``dependents``) |
 | CALLER | ``RecordTooLarge`` | 413 | ``record_too_large`` |
@@ -56,6 +56,7 @@ from segments.errors import (
     InvalidInput,
     InvalidSegmentName,
     InvalidUserId,
+    InvalidUserKey,
     NameTaken,
     RecordTooLarge,
     SegmentNotFound,
@@ -90,6 +91,7 @@ ERRORS: dict[type[Exception], tuple[int, str]] = dict(
         _own(AudienceCycle, 400),
         _own(InvalidSegmentName, 400),
         _own(InvalidUserId, 400),
+        _own(InvalidUserKey, 400),
         _own(BadTime, 400),
         _own(InvalidBitmap, 400),
         _own(SegmentNotFound, 404),
