@@ -10,7 +10,9 @@ a Roaring bitmap otherwise), splits them by shard range so each value stays
 under ``max_message_bytes``, keys them by segment name and, unless
 ``wait=False``, waits until Kafka has acknowledged all of them
 (``DeliveryError`` otherwise). The producer is idempotent by default, so
-retries inside librdkafka never reorder one segment's updates.
+retries inside librdkafka never reorder one segment's updates, and it
+partitions keys like the Java and KafkaJS clients (``murmur2_random``), so a
+segment's updates land in one partition whichever of them sent them.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class SegmentProducer:
             "client.id": "segments-producer",
             "acks": "all",
             "enable.idempotence": True,
+            # librdkafka's default (consistent_random) hashes keys with CRC32, the Java and
+            # KafkaJS clients with murmur2: this is the one that matches them.
+            "partitioner": "murmur2_random",
             "linger.ms": 20,
             "compression.type": "lz4",
             "message.max.bytes": max(1_000_000, max_message_bytes + 64 * 1024),
