@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ExpressionSyntaxError, ExpressionTooComplex, InvalidSegmentName
 from ..names import check_name
-from .ast import And, Diff, Expr, Not, Or, Ref, Xor
+from .ast import And, Diff, Expr, Not, Or, Ref, Window, Xor
 from .limits import MAX_DEPTH, MAX_REFS
 
 _NARY: dict[str, type[And] | type[Or] | type[Diff] | type[Xor]] = {
@@ -45,6 +45,8 @@ def _convert(node: object, path: str, level: int, counter: list[int]) -> Expr:
         raise ExpressionTooComplex(f"expression is nested deeper than {MAX_DEPTH} levels (at {path})", 0)
     if not isinstance(node, dict):
         raise _fail(path, f"expected an object, got {type(node).__name__}")
+    if "segment" in node and len(node) > 1 and set(node) <= {"segment", "window", "from", "to"}:
+        return _windowed(node, path, counter)
     if len(node) != 1:
         raise _fail(path, f"expected exactly one key, got {sorted(map(str, node))[:6]}")
     ((key, value),) = node.items()
@@ -72,9 +74,27 @@ def _convert(node: object, path: str, level: int, counter: list[int]) -> Expr:
     return cls(operands)
 
 
+def _windowed(node: dict[Any, Any], path: str, counter: list[int]) -> Ref:
+    """``{"segment", "window": "7d"}`` or ``{"segment", "from": date, "to": date}``."""
+    keys = set(node)
+    ref = _convert({"segment": node["segment"]}, path, 1, counter)
+    assert isinstance(ref, Ref)
+    if keys == {"segment", "window"} and isinstance(node["window"], str):
+        return Ref(ref.name, Window.parse(node["window"]))
+    if keys in ({"segment", "from", "to"}, {"segment", "from"}) and all(
+        isinstance(node.get(k, node["from"]), str) for k in ("from", "to")
+    ):
+        start, end = node["from"], node.get("to", node["from"])
+        return Ref(ref.name, Window.parse(start if start == end else f"{start}..{end}"))
+    raise _fail(path, 'a windowed segment is {"segment", "window": "7d"} or {"segment", "from", "to"} '
+                      "(ISO dates)")
+
+
 def to_json(expr: Expr) -> dict[str, Any]:
     """Convert an expression to its JSON tree."""
     if isinstance(expr, Ref):
+        if expr.window is not None:
+            return {"segment": expr.name, "window": str(expr.window)}
         return {"segment": expr.name}
     if isinstance(expr, Not):
         return {"not": to_json(expr.operand)}

@@ -5,8 +5,9 @@ Grammar (keywords are case-insensitive)::
     expr    := xor   (("|" | "OR") xor)*
     xor     := inter (("^" | "XOR") inter)*
     inter   := unary (("&" | "AND" | "-" | "AND NOT" | "EXCEPT") unary)*   left to right
-    unary   := ("~" | "NOT") unary | "(" expr ")" | NAME
+    unary   := ("~" | "NOT") unary | "(" expr ")" | NAME [WINDOW]
     NAME    := [A-Za-z0-9_.:]{1,128}
+    WINDOW  := "[" (N "d" | N "h" | DATE [".." DATE]) "]"        a windowed segment's time window
 
 Errors carry the 0-based character position and what was expected there.
 
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 
 from ..errors import ExpressionSyntaxError, ExpressionTooComplex
 from ..names import KEYWORDS
-from .ast import And, Diff, Expr, Not, Or, Ref, Xor
+from .ast import And, Diff, Expr, Not, Or, Ref, Window, Xor
 from .limits import MAX_DEPTH, MAX_REFS, MAX_TEXT
 
-_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z0-9_.:]+)|(?P<sym>[|&^~()\-]))")
+_TOKEN = re.compile(r"\s*(?:(?P<name>[A-Za-z0-9_.:]+)|(?P<sym>[|&^~()\-])|(?P<win>\[[^\]]{0,40}\]))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,8 @@ def tokenize(text: str) -> Iterator[Token]:
                         "a segment name of at most 128 characters",
                     )
                 yield Token("name", word, start)
+        elif m.group("win") is not None:
+            yield Token("window", m.group("win")[1:-1], m.start("win"))
         else:
             yield Token("op", m.group("sym"), m.start("sym"))
         pos = m.end()
@@ -225,7 +228,15 @@ class _Parser:
                     f"expression references more than {MAX_REFS} segments (at position {tok.pos})",
                     tok.pos,
                 )
+            window = self.peek()
+            if window.kind == "window":
+                self.take()
+                return Ref(tok.text, Window.parse(window.text, window.pos)), 1
             return Ref(tok.text), 1
+        if tok.kind == "window":
+            raise ExpressionSyntaxError(
+                f"at position {tok.pos}: a window [{tok.text}] must follow a segment name", tok.pos, _OPERAND_START
+            )
         raise self.error(_OPERAND_START)
 
     def enter(self, tok: Token) -> None:

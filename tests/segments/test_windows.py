@@ -128,6 +128,29 @@ def test_retention_time_checks_and_names(connect_fresh) -> None:  # type: ignore
     assert segs.expire(now=later) == {}
     assert segs.reach("paid") == 1
     history = segs.reach_history("paid[2d]", start=now - timedelta(days=3), end=now, step="1d")
-    assert [reach for _, reach in history] == [0, 0, 1, 1]
+    assert [reach for _, reach in history] == [0, 0, 0, 1]  # only the bucket of now is left
     assert segs.delete("paid") == ["paid"]
     assert [n for n in segs.names(buckets=True) if n.startswith("paid")] == []
+
+
+window_texts = st.one_of(
+    st.builds(lambda n, u: f"{n}{u}", st.integers(1, 999_999), st.sampled_from("dh")),
+    st.dates(date(2000, 1, 1), date(2100, 1, 1)).map(date.isoformat),
+    st.tuples(st.dates(date(2000, 1, 1), date(2100, 1, 1)), st.integers(0, 400)).map(
+        lambda t: f"{t[0].isoformat()}..{(t[0] + timedelta(days=t[1])).isoformat()}"
+    ),
+)
+
+
+@given(expr=st.recursive(
+    st.tuples(st.sampled_from(["a", "b", "paid"]), st.none() | window_texts).map(
+        lambda t: Ref(t[0], None if t[1] is None else Window.parse(t[1]))
+    ),
+    lambda kids: st.lists(kids, min_size=2, max_size=3).map(lambda ops: And(tuple(ops))),
+    max_leaves=6,
+))
+def test_windows_round_trip_through_text_and_json(expr: Expr) -> None:
+    from segments.expressions import from_json, parse, to_json
+
+    assert parse(str(expr)) == expr
+    assert from_json(to_json(expr)) == expr
