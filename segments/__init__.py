@@ -10,33 +10,43 @@ SegmentInfo(...)
 
 from __future__ import annotations
 
+from .audiences import Audience, Definition
 from .bitmap import MAX_USER_ID, SHARD_BITS
 from .catalog import SegmentInfo
 from .client import DEFAULT_UNIVERSE, Overlap, Segments, connect
-from .engine import ReachResult
+from .engine import InsightRow, Insights, ReachResult
 from .errors import (
+    AudienceCycle,
+    BadTime,
     Conflict,
     CorruptSegment,
     ExpressionError,
     ExpressionSyntaxError,
     ExpressionTooComplex,
+    Fault,
+    InUse,
     InvalidBitmap,
     InvalidInput,
     InvalidSegmentName,
     InvalidUserId,
     InvalidUserKey,
+    NameTaken,
     RecordTooLarge,
     SegmentNotFound,
     SegmentsError,
     StorageError,
+    StorageFull,
+    StorageMisconfigured,
     StorageTimeout,
     StorageUnavailable,
     UniverseNotFound,
 )
 from .expressions import Expr, parse, to_json, to_text
+from .history import Point
 from .keys import KeyTable, KeyTableReport, check_user_key
 from .staging import PartOutcome, SegmentStaging, StagingStore
 from .storage import Store, open_store
+from .windows import WindowConfig
 
 __version__ = "0.1.0"
 
@@ -44,12 +54,20 @@ __all__ = [
     "DEFAULT_UNIVERSE",
     "MAX_USER_ID",
     "SHARD_BITS",
+    "Audience",
+    "AudienceCycle",
+    "BadTime",
     "Conflict",
     "CorruptSegment",
+    "Definition",
     "Expr",
     "ExpressionError",
     "ExpressionSyntaxError",
     "ExpressionTooComplex",
+    "Fault",
+    "InUse",
+    "InsightRow",
+    "Insights",
     "InvalidBitmap",
     "InvalidInput",
     "InvalidSegmentName",
@@ -57,8 +75,10 @@ __all__ = [
     "InvalidUserKey",
     "KeyTable",
     "KeyTableReport",
+    "NameTaken",
     "Overlap",
     "PartOutcome",
+    "Point",
     "ReachResult",
     "RecordTooLarge",
     "SegmentInfo",
@@ -68,15 +88,18 @@ __all__ = [
     "SegmentsError",
     "StagingStore",
     "StorageError",
+    "StorageFull",
+    "StorageMisconfigured",
     "StorageTimeout",
     "StorageUnavailable",
     "Store",
     "UniverseNotFound",
-    "__version__",
+    "WindowConfig",
     "check_user_key",
     "connect",
     "open_store",
     "parse",
     "to_json",
     "to_text",
+    "__version__",
 ]

@@ -37,6 +37,18 @@ def test_public_surface_is_exported() -> None:
         assert name in segments.__all__
 
 
+def test_every_error_class_is_exported_and_states_its_fault() -> None:
+    import inspect
+
+    from segments import errors
+
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.SegmentsError)]
+    assert len(classes) > 15
+    for cls in classes:
+        assert cls.__name__ in segments.__all__, cls
+        assert isinstance(cls.fault, errors.Fault), cls
+
+
 def test_every_error_is_a_segments_error_with_a_code() -> None:
     errors = [getattr(segments, n) for n in segments.__all__ if n.endswith(("Error", "NotFound", "Conflict"))]
     errors += [segments.InvalidUserId, segments.InvalidSegmentName, segments.InvalidBitmap, segments.CorruptSegment]
