@@ -143,6 +143,7 @@ def dead_letter_config(settings: IngestSettings) -> dict[str, str | int | float 
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": "segments-ingest-dlq",
         "acks": "all",
+        "partitioner": "murmur2_random",  # like every producer of the project (the Java client's)
         "linger.ms": 5,
         "message.timeout.ms": 30_000,
     }

@@ -368,7 +368,10 @@ class StagingStore:
             if record is None:
                 raise CorruptSegment(f"staged part {key!r} of a replace batch is missing", segment=state.segment)
             raw = record.bins.get("bm")
-            pieces.append(bm.deserialize(raw if isinstance(raw, bytes) else b"", untrusted=False))
+            try:
+                pieces.append(bm.deserialize(raw if isinstance(raw, bytes) else b"", untrusted=False))
+            except CorruptSegment as exc:
+                raise CorruptSegment(f"staged part {key!r} of a replace batch: {exc}", segment=state.segment) from exc
         if len(pieces) != ob.parts:
             raise CorruptSegment(
                 f"replace batch {batch!r} of {state.segment!r} has {len(pieces)} of {ob.parts} parts",
