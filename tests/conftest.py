@@ -56,6 +56,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(_seed_line())
 
+#: suite-wide fixtures defined next to the helpers they use (``broker``: one tansu broker per module)
+pytest_plugins = ["tests.ingest.harness"]
+
 _KEEP = {"SEGMENTS_TEST_AEROSPIKE", "SEGMENTS_TEST_HEAVY"}
 
 

@@ -37,7 +37,6 @@ from tests.ingest.harness import (
     IngestProcess,
     Raw,
     applied_writes,
-    broker,  # noqa: F401 - fixture
     new_topics,
     produce,
     store_contents,

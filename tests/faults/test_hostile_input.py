@@ -40,7 +40,6 @@ from tests.faults.conftest import HEAVY, Snapshot, api_snapshot, assert_same_sna
 from tests.ingest.harness import (
     IngestProcess,
     Raw,
-    broker,  # noqa: F401 - fixture
     committed,
     new_topics,
     produce,

@@ -45,7 +45,7 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[KafkaBroker]:
-    """One broker per test module (import this fixture into the module)."""
+    """One broker per test module (a suite-wide fixture: tests/conftest.py loads this module as a plugin)."""
     with start_kafka_broker() as running:
         yield running
 

@@ -26,7 +26,6 @@ from tests.ingest.harness import (
     Raw,
     SetModel,
     applied_writes,
-    broker,  # noqa: F401 - fixture
     committed,
     new_topics,
     produce,

@@ -14,7 +14,6 @@ from tests.ingest.harness import (
     IngestProcess,
     Raw,
     SetModel,
-    broker,  # noqa: F401 - fixture
     free_port,
     new_topics,
     produce,

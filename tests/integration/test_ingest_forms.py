@@ -24,7 +24,6 @@ from tests.ingest.harness import (
     IngestProcess,
     Raw,
     SetModel,
-    broker,  # noqa: F401 - fixture
     committed,
     free_port,
     new_topics,

@@ -19,7 +19,6 @@ from tests.ingest.harness import (
     IngestProcess,
     Raw,
     SetModel,
-    broker,  # noqa: F401 - fixture
     new_topics,
     produce,
     store_contents,

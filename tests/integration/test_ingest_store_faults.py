@@ -39,7 +39,6 @@ from tests.ingest.harness import (
     Raw,
     SetModel,
     Topics,
-    broker,  # noqa: F401 - fixture
     committed,
     new_topics,
     produce,

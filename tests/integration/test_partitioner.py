@@ -25,7 +25,6 @@ from ingest.producer import SegmentProducer
 from tests.ingest.harness import (
     REPO,
     IngestProcess,
-    broker,  # noqa: F401 - fixture
     new_topics,
     read_topic,
     wait_caught_up,

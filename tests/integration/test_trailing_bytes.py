@@ -27,7 +27,6 @@ from tests.ingest.harness import (
     REPO,
     IngestProcess,
     Raw,
-    broker,  # noqa: F401 - fixture
     new_topics,
     produce,
     read_topic,
