@@ -208,8 +208,6 @@ def test_iter_shards_streams_in_order(segs: segments.Segments) -> None:
 
 
 def test_a_second_client_sees_changes_and_its_cache_refreshes(store_url: str) -> None:
-    if store_url.startswith("memory://") is True and store_url == "memory://":
-        pytest.skip("a private memory store is not shared")
     with segments.connect(store_url) as one, segments.connect(store_url) as two:
         one.replace("a", range(0, 300000, 2))
         assert two.reach("a") == 150000
@@ -247,8 +245,6 @@ def test_concurrent_writers_lose_no_update(store_url: str) -> None:
 
 
 def test_lookup_staleness_is_bounded_and_opt_in(store_url: str) -> None:
-    if store_url == "memory://":
-        pytest.skip("a private memory store is not shared")
     with segments.connect(store_url) as writer, segments.connect(store_url) as reader:
         writer.replace("a", [1])
         assert reader.segments_of(1, max_staleness=60) == ["a"]
