@@ -18,13 +18,14 @@ interleaved rounds:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 import segments
-from segments.storage.base import Bins, Record
+from segments.storage.base import Record
+from segments.storage.forwarding import WRITES, ForwardingStore
 
 from . import datasets
 from .baselines import ChdbBaseline, RedisBaseline, RedisServer
@@ -34,7 +35,7 @@ from .processes import Log
 from .timing import Timing, interleaved
 
 
-class MemoizedMeta:
+class MemoizedMeta(ForwardingStore):
     """A store whose meta-record reads are answered from memory after the first one.
 
     Everything else goes to the wrapped store. Used to time a query without
@@ -42,10 +43,13 @@ class MemoizedMeta:
     """
 
     def __init__(self, inner: segments.Store, meta_set: str = "segmeta") -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.meta_set = meta_set
         self._memo: dict[tuple[str, ...], list[Record | None]] = {}
+
+    def before(self, op: str, set_name: str | None) -> None:
+        if op in WRITES:
+            self._memo.clear()
 
     def get_many(self, set_name: str, keys: Sequence[str]) -> list[Record | None]:
         if set_name != self.meta_set:
@@ -55,31 +59,6 @@ class MemoizedMeta:
         if hit is None:
             hit = self._memo[key] = self.inner.get_many(set_name, keys)
         return hit
-
-    def put(self, set_name: str, key: str, bins: Bins, *, generation: int | None = None) -> int:
-        self._memo.clear()
-        return self.inner.put(set_name, key, bins, generation=generation)
-
-    def put_many(self, set_name: str, items: Sequence[tuple[str, Bins]]) -> None:
-        self._memo.clear()
-        self.inner.put_many(set_name, items)
-
-    def delete(self, set_name: str, key: str, *, generation: int | None = None) -> bool:
-        self._memo.clear()
-        return self.inner.delete(set_name, key, generation=generation)
-
-    def delete_many(self, set_name: str, keys: Sequence[str]) -> None:
-        self._memo.clear()
-        self.inner.delete_many(set_name, keys)
-
-    def scan(self, set_name: str) -> Iterator[tuple[str, Record]]:
-        return self.inner.scan(set_name)
-
-    def ping(self) -> None:
-        self.inner.ping()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator, Sequence
 
 import pytest
 from pyroaring import BitMap
@@ -22,54 +21,25 @@ from ingest.codec import decode
 from ingest.consumer import DEAD_LETTER_FORMS, DeadLetterError, IngestConsumer, dead_letter_message
 from ingest.settings import IngestSettings
 from segments.errors import StorageUnavailable
-from segments.storage.base import Bins, Record
+from segments.storage.base import Bins
+from segments.storage.forwarding import ForwardingStore
 from segments.storage.memory import MemoryStore
 
 
-class FlakyStore:
+class FlakyStore(ForwardingStore):
     """A memory store that raises ``StorageUnavailable`` on its next ``failures`` calls."""
 
     def __init__(self) -> None:
-        self.inner = MemoryStore()
+        super().__init__(MemoryStore())
         self.url = "memory://flaky"
         self.failures = 0
         self.calls_failed = 0
 
-    def _gate(self) -> None:
-        if self.failures > 0:
+    def before(self, op: str, set_name: str | None) -> None:
+        if op != "close" and self.failures > 0:
             self.failures -= 1
             self.calls_failed += 1
             raise StorageUnavailable("store down (test)")
-
-    def get_many(self, set_name: str, keys: Sequence[str]) -> list[Record | None]:
-        self._gate()
-        return self.inner.get_many(set_name, keys)
-
-    def put(self, set_name: str, key: str, bins: Bins, *, generation: int | None = None) -> int:
-        self._gate()
-        return self.inner.put(set_name, key, bins, generation=generation)
-
-    def put_many(self, set_name: str, items: Sequence[tuple[str, Bins]]) -> None:
-        self._gate()
-        self.inner.put_many(set_name, items)
-
-    def delete(self, set_name: str, key: str, *, generation: int | None = None) -> bool:
-        self._gate()
-        return self.inner.delete(set_name, key, generation=generation)
-
-    def delete_many(self, set_name: str, keys: Sequence[str]) -> None:
-        self._gate()
-        self.inner.delete_many(set_name, keys)
-
-    def scan(self, set_name: str) -> Iterator[tuple[str, Record]]:
-        self._gate()
-        return self.inner.scan(set_name)
-
-    def ping(self) -> None:
-        self._gate()
-
-    def close(self) -> None:
-        pass
 
 
 def closed_port() -> int:

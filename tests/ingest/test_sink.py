@@ -15,7 +15,6 @@ never on a replay.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from hypothesis import event, given
@@ -28,7 +27,7 @@ from ingest.codec import Update, decode, encode
 from ingest.sink import Handling, Sink, handling, reason
 from segments import errors
 from segments.errors import StorageUnavailable
-from segments.storage.base import Bins, Record
+from segments.storage.forwarding import WRITES, ForwardingStore
 from segments.storage.memory import MemoryStore
 from tests.strategies import id_sets
 
@@ -37,44 +36,18 @@ class Crash(StorageUnavailable):
     """The simulated process death."""
 
 
-class DyingStore:
+class DyingStore(ForwardingStore):
     """A memory store whose process "dies" at the n-th write (that write does not happen)."""
 
     def __init__(self, inner: MemoryStore, writes_left: int | None) -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.writes_left = writes_left
 
-    def _write(self) -> None:
-        if self.writes_left is not None:
+    def before(self, op: str, set_name: str | None) -> None:
+        if op in WRITES and self.writes_left is not None:
             if self.writes_left == 0:
                 raise Crash("killed")
             self.writes_left -= 1
-
-    def get_many(self, set_name: str, keys: Sequence[str]) -> list[Record | None]:
-        return self.inner.get_many(set_name, keys)
-
-    def put(self, set_name: str, key: str, bins: Bins, *, generation: int | None = None) -> int:
-        self._write()
-        return self.inner.put(set_name, key, bins, generation=generation)
-
-    def put_many(self, set_name: str, items: Sequence[tuple[str, Bins]]) -> None:
-        self._write()
-        self.inner.put_many(set_name, items)
-
-    def delete(self, set_name: str, key: str, *, generation: int | None = None) -> bool:
-        self._write()
-        return self.inner.delete(set_name, key, generation=generation)
-
-    def delete_many(self, set_name: str, keys: Sequence[str]) -> None:
-        self._write()
-        self.inner.delete_many(set_name, keys)
-
-    def scan(self, set_name: str) -> Iterator[tuple[str, Record]]:
-        return self.inner.scan(set_name)
-
-    def ping(self) -> None:
-        pass
 
     def close(self) -> None:
         pass
