@@ -269,8 +269,11 @@ class SetModel:
 
     def apply(self, position: tuple[int, int], key: bytes | None, value: bytes | None, headers: Headers) -> None:
         update = decode(key, value, headers)
-        if not isinstance(update, Update):
-            return
+        if isinstance(update, Update):
+            self.apply_update(position[1], update)
+
+    def apply_update(self, offset: int, update: Update) -> None:
+        """One decoded message at ``offset`` of its partition (the only oracle of the replace rules)."""
         name, ids = update.segment, set(update.ids)
         if update.op == "add":
             self.members.setdefault(name, set()).update(ids)
@@ -282,7 +285,7 @@ class SetModel:
             opened, done = self.open.setdefault(name, {}), self.done.setdefault(name, set())
             if update.batch in done:
                 return
-            parts, start, got = opened.setdefault(update.batch, (update.parts, position[1], {}))
+            parts, start, got = opened.setdefault(update.batch, (update.parts, offset, {}))
             if parts != update.parts or update.part in got:
                 return
             got[update.part] = ids

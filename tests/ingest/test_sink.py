@@ -15,7 +15,6 @@ never on a replay.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 
 from hypothesis import event, given
 from hypothesis import strategies as st
@@ -29,6 +28,7 @@ from segments import errors
 from segments.errors import StorageUnavailable
 from segments.storage.forwarding import WRITES, ForwardingStore
 from segments.storage.memory import MemoryStore
+from tests.ingest.harness import SetModel
 from tests.strategies import id_sets
 
 
@@ -51,40 +51,6 @@ class DyingStore(ForwardingStore):
 
     def close(self) -> None:
         pass
-
-
-# --------------------------------------------------------------------------- the model
-
-
-@dataclass
-class Model:
-    """Applies messages one at a time with the documented rules, on Python sets."""
-
-    members: dict[str, set[int]] = field(default_factory=dict)
-    open: dict[str, dict[str, tuple[int, int, dict[int, set[int]]]]] = field(default_factory=dict)
-    done: dict[str, set[str]] = field(default_factory=dict)
-
-    def apply(self, offset: int, update: Update) -> None:
-        name, ids = update.segment, set(update.ids)
-        if update.op == "add":
-            self.members.setdefault(name, set()).update(ids)
-        elif update.op == "remove":
-            if name in self.members:
-                self.members[name] -= ids
-        else:
-            assert update.batch is not None and update.part is not None and update.parts is not None
-            opened, done = self.open.setdefault(name, {}), self.done.setdefault(name, set())
-            if update.batch in done:
-                return
-            parts, start, got = opened.setdefault(update.batch, (update.parts, offset, {}))
-            if parts != update.parts or update.part in got:
-                return
-            got[update.part] = ids
-            if len(got) == parts:
-                self.members[name] = set().union(*got.values())
-                for batch in [b for b, (_, s, _) in opened.items() if s <= start]:
-                    del opened[batch]
-                    done.add(batch)
 
 
 # --------------------------------------------------------------------------- the stream
@@ -149,10 +115,10 @@ def test_any_crash_then_replay_equals_applying_each_message_once(
     replay_batch: int,
 ) -> None:
     log = consumed(raw)
-    model = Model()
+    model = SetModel()
     for record in log:
         assert isinstance(record.decoded, Update)
-        model.apply(record.offset, record.decoded)
+        model.apply_update(record.offset, record.decoded)
 
     store = MemoryStore()
     committed = 0
