@@ -133,20 +133,6 @@ def test_audience_answers_equal_the_set_model(connect_fresh, sets, defs, query, 
         assert row.index == (pytest.approx(share_a / share_u * 100) if share_u else None)
 
 
-@pytest.fixture
-def connect_fresh(store_url: str) -> Iterator[object]:
-    opened: list[segments.Segments] = []
-
-    def fresh() -> segments.Segments:
-        s = segments.connect(store_url, set_prefix=f"p{uuid.uuid4().hex[:8]}_")
-        opened.append(s)
-        return s
-
-    yield fresh
-    for s in opened:
-        s.close()
-
-
 class AudienceMachine(RuleBasedStateMachine):
     """Segments change underneath audiences; every audience always answers like its definition."""
 

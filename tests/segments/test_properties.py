@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, note
@@ -19,21 +18,6 @@ from tests.strategies import SEGMENT_NAMES, expressions, id_sets, oracle, overla
 segment_sets = st.fixed_dictionaries({name: id_sets for name in SEGMENT_NAMES})
 #: mostly heavily overlapping segments (where a wrong operator shows), sometimes independent ones
 oracle_sets = st.one_of(overlapping_sets(), overlapping_sets(), segment_sets)
-
-
-@pytest.fixture
-def connect_fresh(store_url: str) -> Iterator[object]:
-    """Each hypothesis example gets its own sets inside the backend's store."""
-    opened: list[segments.Segments] = []
-
-    def fresh() -> segments.Segments:
-        s = segments.connect(store_url, set_prefix=f"p{uuid.uuid4().hex[:8]}_")
-        opened.append(s)
-        return s
-
-    yield fresh
-    for s in opened:
-        s.close()
 
 
 def _load(

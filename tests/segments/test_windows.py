@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-import segments
 from segments.errors import BadTime, NameTaken
 from segments.expressions import And, Expr, Ref
 from segments.expressions.ast import Window
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 RETENTION = 20
-
-
-@pytest.fixture
-def connect_fresh(store_url: str) -> Iterator[object]:
-    opened: list[segments.Segments] = []
-
-    def fresh() -> segments.Segments:
-        s = segments.connect(store_url, set_prefix=f"w{uuid.uuid4().hex[:8]}_")
-        opened.append(s)
-        return s
-
-    yield fresh
-    for s in opened:
-        s.close()
 
 
 ops = st.lists(
