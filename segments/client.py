@@ -37,6 +37,14 @@ DEFAULT_UNIVERSE = "all"
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """The segments a user is in, and how old (seconds) the metadata behind the answer was."""
+
+    segments: list[str]
+    staleness: float
+
+
+@dataclass(frozen=True)
 class Overlap:
     """Sizes of segments and the sizes of every pairwise intersection."""
 
@@ -59,7 +67,8 @@ class Segments:
         universe: str = DEFAULT_UNIVERSE,
         set_prefix: str = "",
         cache_bytes: int = 4 << 30,
-        lookup_staleness: float = 0.0,
+        lookup_staleness: float = 0.25,
+        query_staleness: float = 0.0,
     ) -> None:
         self.store = store
         self.universe = check_name(universe)
@@ -73,7 +82,13 @@ class Segments:
         self.audiences = Audiences(store, self.sets, self.reader, self.universe)
         self.windows = Windows(store, self.sets, self.reader)
         self.lookup_staleness = lookup_staleness
+        self.query_staleness = query_staleness
         self._lookup: tuple[float, Snapshot] | None = None
+        #: metadata scans made to keep lookups fresh (the cost every process pays for them)
+        self.lookup_refreshes = 0
+        self.reader.on_moved.append(self._forget_snapshot)
+        if query_staleness > 0:
+            self.engine.metadata = self._query_metadata
         self._audience_list: tuple[float, list[Audience]] | None = None
 
     # -- writes -----------------------------------------------------------
@@ -408,19 +423,28 @@ class Segments:
     def segments_of(self, user_id: int, *, max_staleness: float | None = None) -> list[str]:
         """Names of the segments that contain ``user_id``, sorted.
 
-        By default every call reads the metadata of all segments (one scan)
-        so the answer reflects every committed change. A service that must
-        answer within a millisecond can pass ``max_staleness`` (seconds): the
-        metadata snapshot is then reused for that long, so a change becomes
-        visible at most that much later. ``None`` uses the ``lookup_staleness``
-        given to ``connect`` (0 by default).
+        The metadata of every segment comes from one snapshot, re-read (one
+        scan) when older than ``max_staleness`` seconds (``None``: the
+        ``lookup_staleness`` given to ``connect``, 0.25 s by default; 0: read
+        it for this call). A change by another process becomes visible at most
+        that much later; this process's own writes at once.
 
         A damaged segment is left out of the answer (logged, and counted in
         ``reader.stats.damaged``) rather than failing every lookup.
         """
+        return self.segments_of_detailed(user_id, max_staleness=max_staleness).segments
+
+    def segments_of_detailed(self, user_id: int, *, max_staleness: float | None = None) -> Lookup:
+        """``segments_of`` and the age of the metadata snapshot it used (its freshness bound)."""
         uid = bm.check_user_id(user_id)
         staleness = self.lookup_staleness if max_staleness is None else max_staleness
-        return self.reader.consistent(lambda: self._segments_of(uid, staleness))
+
+        def body() -> Lookup:
+            names = self._segments_of(uid, staleness)
+            held = self._lookup
+            return Lookup(names, 0.0 if held is None else max(0.0, time.monotonic() - held[0]))
+
+        return self.reader.consistent(body)
 
     def segments_of_cached(self, user_id: int, *, max_staleness: float | None = None) -> list[str] | None:
         """``segments_of`` answered from memory only, or ``None`` when that needs store I/O.
@@ -453,6 +477,18 @@ class Segments:
             return held[1]
         return self.refresh_lookups()
 
+    def _forget_snapshot(self) -> None:
+        self._lookup = None
+
+    def _query_metadata(self, names: Sequence[str], universe: str | None) -> tuple[Snapshot, float]:
+        """Metadata for a query from the shared snapshot when it is at most ``query_staleness`` old."""
+        snap = self._lookup_snapshot(self.query_staleness)
+        held = self._lookup
+        wanted = [*names, *([universe] if universe else [])]
+        if held is not None and held[1] is snap and all(n in snap.metas for n in wanted):
+            return snap.only(dict.fromkeys(wanted)), time.monotonic() - held[0]
+        return self.reader.snapshot(names, universe=universe), 0.0  # a segment newer than the snapshot
+
     def refresh_lookups(self) -> Snapshot:
         """Read every segment's metadata (one scan) for ``segments_of`` and ``catalog`` to reuse."""
         now = time.monotonic()
@@ -472,6 +508,7 @@ class Segments:
 
         snap = self.reader.consistent(body)
         self._lookup = (now, snap)
+        self.lookup_refreshes += 1
         return snap
 
     def _segments_of(self, uid: int, max_staleness: float) -> list[str]:
@@ -535,7 +572,7 @@ class Segments:
         """``reach`` plus the version of every segment (and audience definition) it read."""
         when = None if as_of is None else parse_time(as_of, "as_of")
         result, used = self._with_audiences(expr, self.engine.reach, when)
-        return ReachResult(result.reach, result.versions, used) if used else result
+        return replace(result, audiences=used) if used else result
 
     def reach_history(
         self, expr: str | dict[str, object] | Expr, *, start: object, end: object, step: str = "1d"
@@ -719,12 +756,18 @@ def connect(
     universe: str = DEFAULT_UNIVERSE,
     set_prefix: str = "",
     cache_bytes: int = 4 << 30,
-    lookup_staleness: float = 0.0,
+    lookup_staleness: float = 0.25,
+    query_staleness: float = 0.0,
 ) -> Segments:
     """Open the store at ``url`` (``memory://``, ``sqlite:///path``, ``aerospike://...``).
 
-    ``lookup_staleness`` (seconds) lets ``segments_of`` reuse a metadata
-    snapshot that long (see there).
+    ``lookup_staleness`` (seconds) lets ``segments_of`` and the per-user checks
+    reuse one metadata snapshot of every segment that long (so a lookup never
+    scans the store per call; this process's own writes are seen at once).
+    ``query_staleness`` lets reaches and evaluations reuse it too (0: every
+    query reads the metadata of the segments it names); every reach states
+    the age of what it used (``ReachResult.staleness``). One answer never mixes
+    two versions of a segment either way.
     """
     return Segments(
         open_store(url),
@@ -732,7 +775,8 @@ def connect(
         set_prefix=set_prefix,
         cache_bytes=cache_bytes,
         lookup_staleness=lookup_staleness,
+        query_staleness=query_staleness,
     )
 
 
-__all__ = ["DEFAULT_UNIVERSE", "Meta", "Overlap", "Segments", "connect"]
+__all__ = ["DEFAULT_UNIVERSE", "Lookup", "Meta", "Overlap", "Segments", "connect"]

@@ -10,7 +10,7 @@ cardinality-only final step when only the count is wanted (:mod:`.evaluate`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pyroaring import BitMap, FrozenBitMap
@@ -34,6 +34,12 @@ class ReachResult:
     versions: dict[str, int]
     #: definition version of every audience the expression used
     audiences: dict[str, int] = field(default_factory=dict)
+    #: age (seconds) of the metadata the answer used: 0 when read for this query
+    staleness: float = 0.0
+
+
+#: where a query's metadata comes from: (names, universe or None) -> (snapshot, its age in seconds)
+MetadataSource = Callable[[Sequence[str], "str | None"], tuple[Snapshot, float]]
 
 
 @dataclass(frozen=True)
@@ -70,19 +76,22 @@ class Engine:
         self._regions: dict[int, FrozenBitMap] = {}
         self._regions_lock = threading.Lock()
         self._universe_counts: dict[tuple[str, str], int] = {}
+        #: the metadata of queries; by default read from the store for every query
+        self.metadata: MetadataSource = lambda names, universe: (reader.snapshot(names, universe=universe), 0.0)
         self._plans: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Expr, Planner, dict[str, int | None]]] = {}
 
     # -- queries ----------------------------------------------------------
 
     def reach(self, expr: Expr) -> ReachResult:
         def body() -> ReachResult:
-            snap = self._snapshot(expr)
+            snap, age = self._snapshot(expr)
             versions = {n: m.version for n, m in snap.metas.items()}
             if isinstance(expr, Ref):
-                return ReachResult(snap.metas[expr.name].cardinality, versions)
+                return ReachResult(snap.metas[expr.name].cardinality, versions, staleness=age)
             plan, needs = self._plan(expr, snap)
             loaded = self.load(snap, needs)
-            return ReachResult(Evaluator(plan, loaded, self.region_bitmap).count(expr), versions)
+            count = Evaluator(plan, loaded, self.region_bitmap).count(expr)
+            return ReachResult(count, versions, staleness=age)
 
         return self.reader.consistent(body)
 
@@ -106,7 +115,7 @@ class Engine:
 
     def evaluate(self, expr: Expr) -> tuple[BitMap, dict[str, int]]:
         def body() -> tuple[BitMap, dict[str, int]]:
-            snap = self._snapshot(expr)
+            snap, _ = self._snapshot(expr)
             versions = {n: m.version for n, m in snap.metas.items()}
             plan, needs = self._plan(expr, snap)
             loaded = self.load(snap, needs)
@@ -185,9 +194,9 @@ class Engine:
         """The current version of the named segments (metas and shard maps)."""
         return self.reader.consistent(lambda: self.reader.snapshot(names))
 
-    def _snapshot(self, expr: Expr) -> Snapshot:
+    def _snapshot(self, expr: Expr) -> tuple[Snapshot, float]:
         universe = self.universe if uses_complement(expr) else None
-        return self.reader.snapshot(refs(expr), universe=universe)
+        return self.metadata(refs(expr), universe)
 
     # -- loading ----------------------------------------------------------
 
@@ -271,4 +280,4 @@ class Engine:
         return hit
 
 
-__all__ = ["Engine", "InsightRow", "Insights", "Loaded", "ReachResult"]
+__all__ = ["Engine", "MetadataSource", "InsightRow", "Insights", "Loaded", "ReachResult"]

@@ -75,6 +75,8 @@ class RecordReader:
         self.cache = cache
         self.stats = ReadStats()
         self._lock = threading.Lock()
+        #: called whenever a read met records a writer moved (holders of metadata snapshots drop them)
+        self.on_moved: list[Callable[[], None]] = []
 
     # -- retrying ---------------------------------------------------------
 
@@ -86,6 +88,8 @@ class RecordReader:
             except _Moved:
                 with self._lock:
                     self.stats.moved_retries += 1
+                for listener in self.on_moved:
+                    listener()
                 time.sleep(0.001 * (2**attempt))
         raise StorageUnavailable("segments kept changing while being read; try again")
 

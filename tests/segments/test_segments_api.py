@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -244,7 +245,7 @@ def test_concurrent_writers_lose_no_update(store_url: str) -> None:
         assert segs.info("s").version == 1 + 4 * 15
 
 
-def test_lookup_staleness_is_bounded_and_opt_in(store_url: str) -> None:
+def test_lookup_staleness_is_bounded(store_url: str) -> None:
     with segments.connect(store_url) as writer, segments.connect(store_url) as reader:
         writer.replace("a", [1])
         assert reader.segments_of(1, max_staleness=60) == ["a"]
@@ -253,8 +254,12 @@ def test_lookup_staleness_is_bounded_and_opt_in(store_url: str) -> None:
         # within the staleness window the old snapshot may answer...
         assert reader.segments_of(1, max_staleness=60) == ["a"]
         # ...a fresh read always sees every committed change
-        assert reader.segments_of(1) == ["b"]
+        assert reader.segments_of(1, max_staleness=0) == ["b"]
         assert reader.segments_of(1, max_staleness=60) == ["b"]
+        # the default bound (lookup_staleness, 0.25 s) is kept
+        writer.add("a", [1])
+        time.sleep(reader.lookup_staleness + 0.05)
+        assert reader.segments_of(1) == ["a", "b"]
 
 
 def test_warm_loads_every_segment_completely(segs: segments.Segments) -> None:
@@ -287,3 +292,30 @@ def test_segments_of_cached_answers_from_memory_or_says_it_cannot(store_url: str
         segs.add("b", [2])  # own writes drop the snapshot: never a stale answer after them
         assert segs.segments_of_cached(2) is None
         assert segs.segments_of(2) == ["b"]
+
+
+def test_lookups_and_queries_state_how_fresh_their_metadata_is(store_url: str) -> None:
+    with segments.connect(store_url, query_staleness=60) as reader, segments.connect(store_url) as writer:
+        writer.replace("a", range(0, 200_000, 3))
+        writer.replace("b", range(0, 200_000, 5))
+        first = reader.reach_detailed("a & b")
+        assert first.reach == len(range(0, 200_000, 15))
+        refreshes = reader.lookup_refreshes
+        again = reader.reach_detailed("a & b")
+        assert again.reach == first.reach and 0 <= again.staleness <= 60
+        assert reader.lookup_refreshes == refreshes  # no metadata read for it
+        lookup = reader.segments_of_detailed(3)
+        assert lookup.segments == ["a"] and 0 <= lookup.staleness <= 60
+        # another process replaces "a": within the bound the old version may still answer, whole
+        writer.replace("a", range(1, 200_000, 3))
+        new = len([i for i in range(1, 200_000, 3) if i % 5 == 0])
+        assert reader.reach("a & b") in (first.reach, new)
+        # with "a" no longer cached, the stale snapshot meets the moved shard records: it is
+        # dropped and the answer is the new version's, never a mix of two versions or a failure
+        reader.cache.drop("a")
+        assert reader.reach("a & b") == new
+        # a segment newer than the snapshot is read directly, not reported missing
+        writer.replace("c", [1])
+        assert reader.reach("c") == 1
+    with segments.connect(store_url) as exact:
+        assert exact.reach_detailed("a").staleness == 0.0
