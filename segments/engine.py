@@ -20,6 +20,7 @@ from .cache import Entry, SegmentCache, patched
 from .catalog import ShardMap, runs_in, shards_in
 from .evaluate import Evaluator, holds
 from .expressions import Expr, Ref, refs, uses_complement
+from .expressions.ast import facts
 from .plan import Planner
 from .records import RecordReader, Snapshot
 
@@ -195,8 +196,8 @@ class Engine:
         return self.reader.consistent(lambda: self.reader.snapshot(names))
 
     def _snapshot(self, expr: Expr) -> tuple[Snapshot, float]:
-        universe = self.universe if uses_complement(expr) else None
-        return self.metadata(refs(expr), universe)
+        known = facts(expr)
+        return self.metadata(known.refs, self.universe if known.complement else None)
 
     # -- loading ----------------------------------------------------------
 

@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from .catalog import Sets, check_free, now_ms
 from .errors import BadTime, Conflict, CorruptSegment, InvalidInput, NameTaken, SegmentNotFound
 from .expressions import And, Diff, Expr, Not, Or, Ref, Xor
-from .expressions.ast import Window
+from .expressions.ast import Window, facts
 from .names import check_name
 from .records import RecordReader
 from .storage.base import Record, Store
@@ -297,11 +297,7 @@ class Windows:
 
 
 def has_windows(expr: Expr) -> bool:
-    if isinstance(expr, Ref):
-        return expr.window is not None
-    if isinstance(expr, Not):
-        return has_windows(expr.operand)
-    return any(has_windows(op) for op in expr.operands)
+    return facts(expr).windows
 
 
 def substitute(expr: Expr, replace: dict[Ref, Expr]) -> Expr:

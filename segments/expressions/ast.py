@@ -181,3 +181,35 @@ def uses_complement(expr: Expr) -> bool:
     if isinstance(expr, Not):
         return True
     return any(uses_complement(op) for op in expr.operands)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the query path asks of every tree: its references, and whether it has ``~`` or windows."""
+
+    refs: tuple[str, ...]
+    complement: bool
+    windows: bool
+
+
+_FACTS: dict[int, tuple[Expr, Facts]] = {}
+
+
+def facts(expr: Expr) -> Facts:
+    """The :class:`Facts` of a tree, remembered per tree object (parsed texts are cached objects)."""
+    hit = _FACTS.get(id(expr))
+    if hit is not None and hit[0] is expr:
+        return hit[1]
+    found = Facts(tuple(refs(expr)), uses_complement(expr), _has_windows(expr))
+    if len(_FACTS) >= 4096:
+        _FACTS.clear()
+    _FACTS[id(expr)] = (expr, found)  # the entry keeps the tree alive, so its id is not reused
+    return found
+
+
+def _has_windows(expr: Expr) -> bool:
+    if isinstance(expr, Ref):
+        return expr.window is not None
+    if isinstance(expr, Not):
+        return _has_windows(expr.operand)
+    return any(_has_windows(op) for op in expr.operands)
