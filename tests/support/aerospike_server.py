@@ -1,9 +1,11 @@
 """A loopback, single-node Aerospike test server that speaks enough of the wire protocol for tests.
 
-No real Aerospike server can be installed where the tests run. This module is a small server that
-the official ``aerospike`` Python client (19.x, C client 7.x) can connect to, tend and use for
-every call the storage backend makes. The spec it follows is
-``/work/shared/reference/aerospike-wire-protocol.md``. Section numbers (§) below refer to it.
+A small server that the official ``aerospike`` Python client (19.x, C client 7.x) can connect to,
+tend and use for every call the storage backend makes, so that ``make test`` needs no Aerospike
+installation. It behaves like a single Aerospike Community Edition 8.1 node with default settings,
+and ``tests/aerospike_conformance`` holds it to a real one call by call (``make test-aerospike``).
+Section numbers (§) below refer to the wire protocol's parts: framing (§2), info (§3),
+single-record messages (§4), batch (§5), scan and query (§6).
 
 Run it as its own process (it must not run inside the test process: ``client.truncate()`` holds
 the GIL while it waits for the answer). In tests::
@@ -16,29 +18,38 @@ the GIL while it waits for the answer). In tests::
 By hand::
 
     python tests/support/aerospike_server.py --port 0 --namespaces test,bar \
-        --max-record-size 1048576 [--data-file PATH]
+        --max-record-size 1048576 [--data-file PATH] [--nsup-period 0] [--flush-max-ms 1000]
 
 Once it listens it prints one line, ``READY <port>``, to stdout. SIGTERM or SIGINT stop it cleanly.
-With ``--data-file`` the store is loaded from that file at start and saved to it on a clean stop, so
-a restart keeps the data. Test fixtures use :func:`start_aerospike_server` instead of running it
-by hand.
 
-What it implements:
+What it implements, as a Community Edition 8.1.2.0 node does it:
 
-* Proto framing (§2): info (type 1), AS_MSG (type 3) and compressed AS_MSG (type 4) requests.
-  Replies are compressed when the request asks for it (info1 COMPRESS_RESPONSE).
+* Proto framing (§2): info (type 1) and AS_MSG (type 3) requests. A compressed request (type 4)
+  is answered ENTERPRISE_ONLY (25), and replies are never compressed, as on Community Edition.
 * The info commands the client uses to connect and tend (§3): ``node``, ``partition-generation``,
-  ``build`` (7.2.0.0), ``peers-generation``, ``peers-clear-std``, ``replicas`` (one node owns all
-  4096 partitions of every namespace) and ``cluster-name``. It also answers ``namespaces``,
-  ``status``, ``sets``, ``sets/<ns>``, ``namespace/<ns>``, ``truncate`` and ``truncate-namespace``,
-  plus ``test-server-statistics`` (request counters, not a real Aerospike command). Unknown commands
-  give ``ERROR:4:unrecognized command``.
+  ``build`` (8.1.2.0), ``user-agent-set`` (once per connection), ``peers-generation``,
+  ``peers-clear-std``, ``replicas`` (one node owns all 4096 partitions of every namespace) and
+  ``cluster-name``. It also answers ``namespaces``, ``status``, ``sets``, ``sets/<ns>[/<set>]``,
+  ``namespace/<ns>``, ``truncate`` and ``truncate-namespace``, plus ``test-server-statistics``
+  (request counters, not a real Aerospike command). Unknown commands give
+  ``ERROR:4:unrecognized command``.
 * Single-record commands (§4): get, select, exists, put, operate (read, write, incr, append,
-  prepend, touch, delete-all) and remove, with generation checks, exists policies, TTLs (expired
-  records are dropped lazily), a max record size (result 13) and unknown namespaces (result 20).
+  prepend, touch, delete-all) and remove, with the real server's order of checks: exists policy
+  and generation, then the TTL, then the ops, then the size. TTLs: with ``nsup-period`` 0 (the
+  default, as on a default server) any TTL other than 0, -1 and -2 is FORBIDDEN (22), a TTL over
+  10 years is PARAMETER (4). The size checked against ``max-record-size`` (13) is the size of the
+  record as a real 8.1 server stores it (:meth:`Record.size`, measured against one). Unknown
+  namespaces give NAMESPACE (20).
 * The batch protocol (§5): read, exists, read-bins, write/operate and remove rows.
 * Scan and query of a set or a whole namespace (§6): partition list, resume digests, select
-  lists, no-bins and max-records.
+  lists, no-bins and max-records. Partitions are read one after the other and streamed, each
+  under the lock on its own, so a scan sees records written meanwhile to partitions it has not
+  reached yet, like a real scan (it is not a snapshot).
+* Storage (``--data-file``): like a namespace on a device. Writes are acknowledged once they are
+  in a write buffer that goes to the file every ``--flush-max-ms`` (1000, the real default) and on
+  a clean stop: a SIGKILL loses the writes of the last flush interval, no more. Deletes are not
+  durable, as on Community Edition (no durable deletes): after any restart a deleted record is
+  back with its last written version, unless a truncate covered it.
 
 What it does not implement:
 
@@ -46,10 +57,9 @@ What it does not implement:
   filter expressions, UDFs (``apply``, aggregations), CDT (list/map), bit, HLL and expression
   operations, background scans and queries, multi-record transactions.
 * Security (admin messages close the connection), TLS, XDR, rack awareness, more than one node,
-  PARTITION_DONE messages, ``user-agent-set`` (never sent to a 7.2 build).
-* Storage: records live in memory; no eviction, no namespace default TTL (0 means "never
-  expire"), no durable-delete tombstones. Data survives only a clean stop (SIGTERM or SIGINT)
-  with ``--data-file``; a SIGKILL loses everything written since the last clean stop.
+  PARTITION_DONE messages.
+* Eviction, defragmentation, a namespace default TTL (0 means "never expire") and the TTL's
+  share of the record size (a default server refuses TTLs anyway).
 * A write that would leave a brand-new record without bins (e.g. ``remove_bin`` on a missing
   key) answers NOT_FOUND and stores nothing.
 
@@ -77,8 +87,7 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
@@ -96,7 +105,6 @@ PROTO_TYPE_MESSAGE = 3
 PROTO_TYPE_COMPRESSED = 4
 PROTO_HEADER = struct.Struct(">Q")
 PROTO_SIZE_MAX = 128 * 1024 * 1024
-COMPRESS_THRESHOLD = 128
 
 # as_msg header: header_sz, info1, info2, info3, info4, result_code, generation, record_ttl,
 # transaction_ttl, n_fields, n_ops (22 bytes, §4.1).
@@ -168,6 +176,7 @@ PARTICLE_INTEGER = 1
 PARTICLE_FLOAT = 2
 PARTICLE_STRING = 3
 PARTICLE_BLOB = 4
+PARTICLE_BOOL = 17
 
 RESULT_OK = 0
 RESULT_NOT_FOUND = 2
@@ -179,6 +188,8 @@ RESULT_RECORD_TOO_BIG = 13
 RESULT_UNSUPPORTED_FEATURE = 16
 RESULT_NAMESPACE = 20
 RESULT_BIN_NAME = 21
+RESULT_FORBIDDEN = 22
+RESULT_ENTERPRISE_ONLY = 25
 
 BATCH_ROW_REPEAT = 0x01
 BATCH_ROW_INFO = 0x02
@@ -196,17 +207,18 @@ MAX_TTL_SECONDS = 10 * 365 * 24 * 3600
 TTL_NAMESPACE_DEFAULT = 0
 TTL_NEVER_EXPIRE = 0xFFFFFFFF
 TTL_DONT_UPDATE = 0xFFFFFFFE
-# Fixed per-record overhead for the max-record-size check. With a one-character set name and a
-# one-character bin name, the largest bytes value that fits in 1 MiB is then 1,048,525 bytes, the
-# same as a real 8.1 server with default settings.
-RECORD_OVERHEAD_BYTES = 48
+# The stored size of a record, as a real 8.1 server computes it for max-record-size and for the
+# data_used_bytes of ``sets`` (found by measuring a real server, see Record.size).
+RECORD_HEADER_BYTES = 39
+RBLOCK_BYTES = 16  # a device stores a record in whole 16-byte blocks (data_used_bytes counts them)
+VARIABLE_BIN_HEADER_BYTES = 5  # strings, blobs, lists, maps: particle type and a 4-byte size
 # Target size of one proto message in a multi-message (batch or scan) reply.
 STREAM_CHUNK_BYTES = 512 * 1024
 
-SERVER_BUILD = "7.2.0.0"  # >= 6.0 for the new batch/query formats, < 8.1 to avoid user-agent-set
+SERVER_BUILD = "8.1.2.0"
 PARTITION_GENERATION = 1
 PEERS_GENERATION = 1
-DATA_FILE_FORMAT = "aerospike-test-server/1"
+DATA_FILE_FORMAT = "aerospike-test-server/2"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,38 +428,15 @@ def frame(proto_type: int, body: bytes) -> bytes:
     return PROTO_HEADER.pack((PROTO_VERSION << 56) | (proto_type << 48) | len(body)) + body
 
 
-def frame_message(body: bytes, compress: bool) -> bytes:
-    """Frame an as_msg body as type 3, or as type 4 when compression is asked for and worth it."""
-    message = frame(PROTO_TYPE_MESSAGE, body)
-    if not compress or len(message) <= COMPRESS_THRESHOLD:
-        return message
-    return frame(PROTO_TYPE_COMPRESSED, struct.pack(">Q", len(message)) + zlib.compress(message))
+def frame_message(body: bytes) -> bytes:
+    """Frame an as_msg body as a type-3 message (Community Edition never compresses replies)."""
+    return frame(PROTO_TYPE_MESSAGE, body)
 
 
 def decode_proto_header(header: bytes) -> tuple[int, int, int]:
     """Return (version, type, body size) of an 8-byte proto header."""
     value = PROTO_HEADER.unpack(header)[0]
     return value >> 56, (value >> 48) & 0xFF, value & 0xFFFF_FFFF_FFFF
-
-
-def decompress_message(body: bytes) -> bytes:
-    """Inflate a type-4 body and return the as_msg body of the type-3 message inside it."""
-    if len(body) < 8:
-        raise malformed("compressed message shorter than its size prefix")
-    expected_size = struct.unpack_from(">Q", body)[0]
-    if expected_size > PROTO_SIZE_MAX + PROTO_HEADER.size:
-        raise malformed(f"compressed message inflates to {expected_size} bytes")
-    inflater = zlib.decompressobj()
-    try:
-        inner = inflater.decompress(body[8:], expected_size + 1)
-    except zlib.error as exc:
-        raise malformed(f"bad zlib stream: {exc}") from exc
-    if len(inner) != expected_size or len(inner) < PROTO_HEADER.size:
-        raise malformed(f"compressed message inflated to {len(inner)} bytes, expected {expected_size}")
-    version, proto_type, size = decode_proto_header(inner[: PROTO_HEADER.size])
-    if version != PROTO_VERSION or proto_type != PROTO_TYPE_MESSAGE or size != len(inner) - PROTO_HEADER.size:
-        raise malformed("compressed message does not hold one complete type-3 message")
-    return inner[PROTO_HEADER.size :]
 
 
 def partition_id(digest: bytes) -> int:
@@ -461,6 +450,26 @@ def now_since_citrusleaf_epoch() -> int:
 # ---------------------------------------------------------------------------------------------
 # The record store
 # ---------------------------------------------------------------------------------------------
+
+
+def uvarint_size(value: int) -> int:
+    """Bytes of ``value`` as an unsigned LEB128 varint (how a stored record encodes lengths)."""
+    size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+def stored_bin_value_size(bin_: Bin) -> int:
+    """Bytes a bin value takes in a stored record: integers in 1, 2, 4 or 8 bytes, as needed."""
+    if bin_.particle_type == PARTICLE_INTEGER:
+        value = int.from_bytes(bin_.value, "big", signed=True)
+        width = 8 if value < 0 else next(n for n in (1, 2, 4, 8) if value < 1 << (8 * n))
+        return 2 + width
+    if bin_.particle_type in (PARTICLE_FLOAT, PARTICLE_BOOL):
+        return 1 + len(bin_.value)
+    return VARIABLE_BIN_HEADER_BYTES + len(bin_.value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -478,28 +487,180 @@ class Record:
         return self.void_time != 0 and self.void_time <= now
 
     def size(self) -> int:
-        """Record size for the max-record-size check: names and values plus a fixed overhead."""
-        key_size = len(self.key) if self.key is not None else 0
-        bins_size = sum(len(name) + 1 + len(bin_.value) for name, bin_ in self.bins.items())
-        return RECORD_OVERHEAD_BYTES + len(self.set_name) + key_size + bins_size
+        """The record's stored size, checked against max-record-size, as a real 8.1 server has it.
+
+        Measured on a real server (largest blob that still fits, varying one thing at a time):
+        39 bytes of header; the set name with a varint length; the sent key (particle type and
+        value) with a varint length; a varint bin count; per bin a length byte, the name and the
+        value (:func:`stored_bin_value_size`).
+        """
+        size = RECORD_HEADER_BYTES + uvarint_size(len(self.bins))
+        if self.set_name:
+            size += uvarint_size(len(self.set_name)) + len(self.set_name)
+        if self.key is not None:
+            size += uvarint_size(len(self.key)) + len(self.key)
+        for name, bin_ in self.bins.items():
+            size += 1 + len(name) + stored_bin_value_size(bin_)
+        return size
+
+    def device_size(self) -> int:
+        """What the record takes on the device: :meth:`size` in whole blocks."""
+        return -(-self.size() // RBLOCK_BYTES) * RBLOCK_BYTES
+
+
+class NamespaceRecords(MutableMapping[bytes, Record]):
+    """The live records of one namespace by digest, kept per partition for scans."""
+
+    def __init__(self) -> None:
+        self.partitions: list[dict[bytes, Record]] = [{} for _ in range(N_PARTITIONS)]
+        self._count = 0
+
+    def __getitem__(self, digest: bytes) -> Record:
+        return self.partitions[partition_id(digest)][digest]
+
+    def __setitem__(self, digest: bytes, record: Record) -> None:
+        partition = self.partitions[partition_id(digest)]
+        if digest not in partition:
+            self._count += 1
+        partition[digest] = record
+
+    def __delitem__(self, digest: bytes) -> None:
+        del self.partitions[partition_id(digest)][digest]
+        self._count -= 1
+
+    def __iter__(self) -> Iterator[bytes]:
+        for partition in self.partitions:
+            yield from list(partition)
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def record_to_json(digest: bytes, record: Record) -> dict[str, Any]:
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii")
+
+    return {
+        "digest": digest.hex(),
+        "set": b64(record.set_name),
+        "key": None if record.key is None else b64(record.key),
+        "generation": record.generation,
+        "void_time": record.void_time,
+        "last_update_ns": record.last_update_ns,
+        "bins": [[b64(name), bin_.particle_type, b64(bin_.value)] for name, bin_ in record.bins.items()],
+    }
+
+
+def record_from_json(row: dict[str, Any]) -> tuple[bytes, Record]:
+    record = Record(
+        set_name=base64.b64decode(row["set"]),
+        key=None if row["key"] is None else base64.b64decode(row["key"]),
+        bins={
+            base64.b64decode(name): Bin(int(particle_type), base64.b64decode(value))
+            for name, particle_type, value in row["bins"]
+        },
+        generation=int(row["generation"]),
+        void_time=int(row["void_time"]),
+        last_update_ns=int(row["last_update_ns"]),
+    )
+    return bytes.fromhex(row["digest"]), record
+
+
+class WriteBuffer:
+    """The data file's journal: what was written since the last snapshot, flushed like a device.
+
+    Entries wait in memory and go to the file every ``flush_max_ms`` (and when a thousand are
+    pending), like a real server's write buffer; a SIGKILL loses the entries not flushed yet. A
+    clean stop flushes everything. Entries are encoded when flushed, off the request's path.
+    """
+
+    FLUSH_ENTRIES = 1000
+
+    def __init__(self, path: Path, flush_max_ms: int) -> None:
+        self.path = path
+        self.flush_max_ms = flush_max_ms
+        self._pending: list[Callable[[], dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="write-buffer", daemon=True)
+        self._thread.start()
+
+    def append(self, entry: Callable[[], dict[str, Any]]) -> None:
+        """Queue an entry (a function that makes it: records never change, so it can wait)."""
+        with self._lock:
+            self._pending.append(entry)
+            full = len(self._pending) >= self.FLUSH_ENTRIES
+        if full:
+            self._wake.set()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines = [json.dumps(make(), separators=(",", ":")).encode("ascii") + b"\n" for make in self._pending]
+            self._pending = []
+            if lines:
+                with self.path.open("ab") as journal:
+                    journal.write(b"".join(lines))
+
+    def reset(self) -> None:
+        """Forget the journal (after a snapshot holds everything in it)."""
+        with self._lock:
+            self._pending = []
+            self.path.write_bytes(b"")
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join(5)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.flush_max_ms / 1000)
+            self._wake.clear()
+            self.flush()
+
+    @staticmethod
+    def entries(path: Path) -> Iterator[dict[str, Any]]:
+        """The journal's entries; a last line cut short by a crash ends it."""
+        if not path.exists():
+            return
+        for line in path.read_bytes().splitlines():
+            try:
+                yield json.loads(line)
+            except ValueError:
+                LOG.warning("journal %s ends with a partial entry: ignored", path)
+                return
 
 
 class Store:
-    """In-memory records of every namespace, keyed by digest. Callers hold ``lock``."""
+    """The records of every namespace. Callers hold ``lock`` and change records only through
+    :meth:`write`, :meth:`delete` and :meth:`truncate`.
 
-    def __init__(self, namespaces: Sequence[str]) -> None:
+    Besides the live records it keeps what a device would hold: the last written version of every
+    record, deleted or not (Community Edition has no durable deletes). With a data file, a restart
+    loads that, so deleted records come back, as they do on a real node.
+    """
+
+    def __init__(self, namespaces: Sequence[str], data_file: Path | None = None, flush_max_ms: int = 1000) -> None:
         self.lock = threading.Lock()
-        self.namespaces: dict[str, dict[bytes, Record]] = {namespace: {} for namespace in namespaces}
+        self.namespaces: dict[str, NamespaceRecords] = {namespace: NamespaceRecords() for namespace in namespaces}
+        self.device: dict[str, dict[bytes, Record]] = {namespace: {} for namespace in namespaces}
         self.truncate_luts: dict[tuple[str, bytes], int] = {}
+        self.data_file = data_file
+        self.buffer: WriteBuffer | None = None
+        if data_file is not None:
+            self._cold_start(data_file)
+            self.buffer = WriteBuffer(journal_path(data_file), flush_max_ms)
 
-    def records(self, namespace: str) -> dict[bytes, Record]:
+    def records(self, namespace: str) -> NamespaceRecords:
         try:
             return self.namespaces[namespace]
         except KeyError:
             raise CommandError(RESULT_NAMESPACE, f"unknown namespace {namespace!r}") from None
 
     @staticmethod
-    def live_record(records: dict[bytes, Record], digest: bytes, now: int) -> Record | None:
+    def live_record(records: NamespaceRecords, digest: bytes, now: int) -> Record | None:
         """The record with this digest, or None if missing or expired (expired ones are dropped)."""
         record = records.get(digest)
         if record is not None and record.is_expired(now):
@@ -507,80 +668,111 @@ class Store:
             return None
         return record
 
+    def write(self, namespace: str, digest: bytes, record: Record) -> None:
+        self.records(namespace)[digest] = record
+        self.device[namespace][digest] = record
+        if self.buffer is not None:
+            self.buffer.append(lambda: {"put": namespace, **record_to_json(digest, record)})
+
+    def delete(self, namespace: str, digest: bytes) -> None:
+        """Delete the live record; the device keeps its last version (no durable deletes)."""
+        del self.records(namespace)[digest]
+
     def truncate(self, namespace: str, set_name: bytes | None, before_ns: int) -> int:
-        """Delete records of a set (or the whole namespace) last updated before ``before_ns``."""
+        """Delete records of a set (or the whole namespace) last updated before ``before_ns``
+        (which counts in whole milliseconds, as a real node's last-update times do: a record
+        written in the same millisecond as the cut-off stays).
+
+        Unlike a delete this is durable: truncated records do not come back after a restart.
+        """
+        before_ns -= before_ns % 1_000_000
+        deleted = self._truncate(namespace, set_name, before_ns)
+        if self.buffer is not None:
+            set_text = None if set_name is None else base64.b64encode(set_name).decode("ascii")
+            entry = {"truncate": namespace, "set": set_text, "before_ns": before_ns}
+            self.buffer.append(lambda: entry)
+        return deleted
+
+    def _truncate(self, namespace: str, set_name: bytes | None, before_ns: int) -> int:
         records = self.records(namespace)
-        doomed = [
-            digest
-            for digest, record in records.items()
-            if (set_name is None or record.set_name == set_name) and record.last_update_ns < before_ns
-        ]
-        for digest in doomed:
+
+        def doomed(record: Record) -> bool:
+            return (set_name is None or record.set_name == set_name) and record.last_update_ns < before_ns
+
+        live = [digest for digest, record in records.items() if doomed(record)]
+        for digest in live:
             del records[digest]
-        sets = {record.set_name for record in records.values()} if set_name is None else {set_name}
+        device = self.device[namespace]
+        for digest in [digest for digest, record in device.items() if doomed(record)]:
+            del device[digest]
+        sets = {record.set_name for record in device.values()} if set_name is None else {set_name}
         for name in sets:
             self.truncate_luts[(namespace, name)] = before_ns
-        return len(doomed)
+        return len(live)
 
-    def to_json(self) -> dict[str, Any]:
-        def b64(data: bytes) -> str:
-            return base64.b64encode(data).decode("ascii")
+    def set_names(self, namespace: str) -> set[bytes]:
+        """Every set the namespace has held since the start (a real node lists empty sets too)."""
+        truncated = {name for (ns, name) in self.truncate_luts if ns == namespace and name}
+        return {record.set_name for record in self.device[namespace].values() if record.set_name} | truncated
 
-        return {
+    # -- the data file -----------------------------------------------------------------------
+
+    def _cold_start(self, data_file: Path) -> None:
+        """Load the snapshot and the journal; every record on the device becomes live again."""
+        if data_file.exists():
+            document = json.loads(data_file.read_text(encoding="utf-8"))
+            if document.get("format") != DATA_FILE_FORMAT:
+                raise ValueError(f"{data_file} is not a {DATA_FILE_FORMAT} data file")
+            for namespace, rows in document["namespaces"].items():
+                if namespace not in self.device:
+                    LOG.warning("data file namespace %r is not configured: its records are dropped", namespace)
+                    continue
+                self.device[namespace].update(record_from_json(row) for row in rows)
+            for namespace, set_text, lut in document["truncate_luts"]:
+                if namespace in self.device:
+                    self.truncate_luts[(namespace, base64.b64decode(set_text))] = int(lut)
+        for entry in WriteBuffer.entries(journal_path(data_file)):
+            if "put" in entry and entry["put"] in self.device:
+                digest, record = record_from_json(entry)
+                self.device[entry["put"]][digest] = record
+            elif "truncate" in entry and entry["truncate"] in self.device:
+                set_name = None if entry["set"] is None else base64.b64decode(entry["set"])
+                self._truncate(entry["truncate"], set_name, int(entry["before_ns"]))
+        for namespace, device in self.device.items():
+            records = self.namespaces[namespace]
+            for digest, record in device.items():
+                records[digest] = record
+        self._write_snapshot(data_file)
+        journal_path(data_file).write_bytes(b"")
+
+    def _write_snapshot(self, data_file: Path) -> None:
+        document = {
             "format": DATA_FILE_FORMAT,
             "namespaces": {
-                namespace: [
-                    {
-                        "digest": digest.hex(),
-                        "set": b64(record.set_name),
-                        "key": None if record.key is None else b64(record.key),
-                        "generation": record.generation,
-                        "void_time": record.void_time,
-                        "last_update_ns": record.last_update_ns,
-                        "bins": [
-                            [b64(name), bin_.particle_type, b64(bin_.value)]
-                            for name, bin_ in record.bins.items()
-                        ],
-                    }
-                    for digest, record in records.items()
-                ]
-                for namespace, records in self.namespaces.items()
+                namespace: [record_to_json(digest, record) for digest, record in device.items()]
+                for namespace, device in self.device.items()
             },
+            "truncate_luts": [
+                [namespace, base64.b64encode(name).decode("ascii"), lut]
+                for (namespace, name), lut in self.truncate_luts.items()
+            ],
         }
-
-    def load_json(self, document: dict[str, Any]) -> None:
-        if document.get("format") != DATA_FILE_FORMAT:
-            raise ValueError(f"not a {DATA_FILE_FORMAT} data file")
-        for namespace, rows in document["namespaces"].items():
-            if namespace not in self.namespaces:
-                LOG.warning("data file namespace %r is not configured: its records are dropped", namespace)
-                continue
-            records = self.namespaces[namespace]
-            for row in rows:
-                records[bytes.fromhex(row["digest"])] = Record(
-                    set_name=base64.b64decode(row["set"]),
-                    key=None if row["key"] is None else base64.b64decode(row["key"]),
-                    bins={
-                        base64.b64decode(name): Bin(int(particle_type), base64.b64decode(value))
-                        for name, particle_type, value in row["bins"]
-                    },
-                    generation=int(row["generation"]),
-                    void_time=int(row["void_time"]),
-                    last_update_ns=int(row["last_update_ns"]),
-                )
-
-    def save(self, path: Path) -> None:
-        """Write the store to ``path`` atomically."""
-        with self.lock:
-            document = self.to_json()
-        temporary = path.with_name(path.name + ".tmp")
+        temporary = data_file.with_name(data_file.name + ".tmp")
         temporary.write_text(json.dumps(document), encoding="utf-8")
-        os.replace(temporary, path)
+        os.replace(temporary, data_file)
 
-    def load(self, path: Path) -> None:
-        document = json.loads(path.read_text(encoding="utf-8"))
+    def close(self) -> None:
+        """A clean stop: everything written is in the data file."""
+        if self.buffer is None or self.data_file is None:
+            return
+        self.buffer.close()
         with self.lock:
-            self.load_json(document)
+            self._write_snapshot(self.data_file)
+            self.buffer.reset()
+
+
+def journal_path(data_file: Path) -> Path:
+    return data_file.with_name(data_file.name + ".journal")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -715,19 +907,26 @@ def check_exists_policy(command: RecordCommand, existing: Record | None) -> None
             raise CommandError(RESULT_NOT_FOUND, "record not found")
         check_generation(command, 0)
     else:
-        check_generation(command, existing.generation)
         if command.info2 & INFO2_CREATE_ONLY:
             raise CommandError(RESULT_RECORD_EXISTS, "record exists")
+        check_generation(command, existing.generation)
 
 
-def new_void_time(record_ttl: int, existing: Record | None, now: int) -> int:
-    """Apply a request TTL (§4.7): 0 = namespace default (never), -1 = never, -2 = keep."""
+def new_void_time(record_ttl: int, existing: Record | None, now: int, nsup_period: int) -> int:
+    """Apply a request TTL (§4.7): 0 = namespace default (never), -1 = never, -2 = keep.
+
+    Any other TTL needs a namespace with a ``nsup-period`` (the supervisor that deletes expired
+    records): without one, as on a default server, it is FORBIDDEN. Over 10 years it is a bad
+    parameter either way (checked first, as the real server does).
+    """
     if record_ttl in (TTL_NAMESPACE_DEFAULT, TTL_NEVER_EXPIRE):
         return 0
     if record_ttl == TTL_DONT_UPDATE:
         return existing.void_time if existing is not None else 0
     if record_ttl > MAX_TTL_SECONDS:
         raise malformed(f"ttl {record_ttl} exceeds 10 years")
+    if nsup_period == 0:
+        raise CommandError(RESULT_FORBIDDEN, f"ttl {record_ttl} on a namespace without nsup-period")
     return now + record_ttl
 
 
@@ -749,9 +948,10 @@ def read_bins(bins: dict[bytes, Bin], ops: Sequence[Op], respond_all_ops: bool) 
 class RecordEngine:
     """Executes single-record commands against the store (the rules of §4.6 and §4.7)."""
 
-    def __init__(self, store: Store, max_record_size: int) -> None:
+    def __init__(self, store: Store, max_record_size: int, nsup_period: int) -> None:
         self.store = store
         self.max_record_size = max_record_size
+        self.nsup_period = nsup_period
 
     def execute(self, command: RecordCommand) -> RecordResult:
         try:
@@ -766,7 +966,7 @@ class RecordEngine:
         except CommandError as error:
             return RecordResult(error.result_code)
 
-    def _read(self, command: RecordCommand, records: dict[bytes, Record], now: int) -> RecordResult:
+    def _read(self, command: RecordCommand, records: NamespaceRecords, now: int) -> RecordResult:
         for op in command.ops:
             if op.op in UNSUPPORTED_OPS:
                 raise unsupported(f"op {op.op} is not supported")
@@ -781,15 +981,15 @@ class RecordEngine:
             bins = read_bins(record.bins, command.ops, bool(command.info2 & INFO2_RESPOND_ALL_OPS))
         return RecordResult(RESULT_OK, record.generation, record.void_time, bins)
 
-    def _delete(self, command: RecordCommand, records: dict[bytes, Record], now: int) -> RecordResult:
+    def _delete(self, command: RecordCommand, records: NamespaceRecords, now: int) -> RecordResult:
         record = self.store.live_record(records, command.digest, now)
         if record is None:
             return RecordResult(RESULT_NOT_FOUND)
         check_generation(command, record.generation)
-        del records[command.digest]
+        self.store.delete(command.namespace, command.digest)
         return RecordResult(RESULT_OK)
 
-    def _write(self, command: RecordCommand, records: dict[bytes, Record], now: int) -> RecordResult:
+    def _write(self, command: RecordCommand, records: NamespaceRecords, now: int) -> RecordResult:
         if not command.ops:
             raise malformed("write without ops")
         for op in command.ops:
@@ -801,7 +1001,7 @@ class RecordEngine:
         check_exists_policy(command, existing)
         if existing is None and any(op.op == OP_TOUCH for op in command.ops):
             raise CommandError(RESULT_NOT_FOUND, "touch of a missing record")
-        void_time = new_void_time(command.record_ttl, existing, now)
+        void_time = new_void_time(command.record_ttl, existing, now, self.nsup_period)
 
         replace = bool(command.info3 & (INFO3_CREATE_OR_REPLACE | INFO3_REPLACE_ONLY))
         bins = {} if existing is None or replace else dict(existing.bins)
@@ -810,7 +1010,7 @@ class RecordEngine:
         if not bins:
             if existing is None:
                 return RecordResult(RESULT_NOT_FOUND)
-            del records[command.digest]
+            self.store.delete(command.namespace, command.digest)
             return RecordResult(RESULT_OK, 0, 0, response)
 
         record = Record(
@@ -823,7 +1023,7 @@ class RecordEngine:
         )
         if record.size() > self.max_record_size:
             raise CommandError(RESULT_RECORD_TOO_BIG, f"record of {record.size()} bytes")
-        records[command.digest] = record
+        self.store.write(command.namespace, command.digest, record)
         return RecordResult(RESULT_OK, record.generation, record.void_time, response)
 
     @staticmethod
@@ -939,22 +1139,32 @@ def execute_batch_row(engine: RecordEngine, row: BatchRow) -> RecordResult:
     return engine.execute(command)
 
 
-def chunk_messages(messages: Iterable[bytes], compress: bool) -> Iterator[bytes]:
-    """Pack as_msg records into proto messages of about STREAM_CHUNK_BYTES each."""
+def chunk_messages(messages: Iterable[bytes]) -> Iterator[bytes]:
+    """Pack as_msg records into proto messages of about STREAM_CHUNK_BYTES each, then end the
+    stream with a LAST message (an error message if producing the records failed)."""
     pending: list[bytes] = []
     pending_size = 0
-    for message in messages:
-        pending.append(message)
-        pending_size += len(message)
-        if pending_size >= STREAM_CHUNK_BYTES:
-            yield frame_message(b"".join(pending), compress)
-            pending = []
-            pending_size = 0
+    last = encode_message(info3=INFO3_LAST)
+    try:
+        for message in messages:
+            pending.append(message)
+            pending_size += len(message)
+            if pending_size >= STREAM_CHUNK_BYTES:
+                yield frame_message(b"".join(pending))
+                pending = []
+                pending_size = 0
+    except CommandError as error:
+        last = error_message(error.result_code)
+    except Exception:  # never let one bad request take the server down
+        LOG.exception("unexpected error in a batch or scan")
+        last = error_message(RESULT_PARAMETER)
     if pending:
-        yield frame_message(b"".join(pending), compress)
+        yield frame_message(b"".join(pending))
+    yield frame_message(last)
 
 
-def handle_batch(engine: RecordEngine, message: Message) -> list[bytes]:
+def handle_batch(engine: RecordEngine, message: Message) -> Iterator[bytes]:
+    """Run the rows one after the other and stream their answers (a batch is not atomic)."""
     extra = message.field_types() - {FIELD_BATCH_INDEX}
     if extra:
         raise unsupported(f"batch fields {sorted(extra)} are not supported")
@@ -962,7 +1172,6 @@ def handle_batch(engine: RecordEngine, message: Message) -> list[bytes]:
     if data is None:
         raise malformed("batch without a BATCH_INDEX field")
     rows = parse_batch_rows(data)
-    compress = bool(message.info1 & INFO1_COMPRESS_RESPONSE)
 
     def row_replies() -> Iterator[bytes]:
         for row in rows:
@@ -975,9 +1184,7 @@ def handle_batch(engine: RecordEngine, message: Message) -> list[bytes]:
                 bins=result.bins,
             )
 
-    replies = list(chunk_messages(row_replies(), compress))
-    replies.append(frame_message(encode_message(info3=INFO3_LAST), compress))
-    return replies
+    return chunk_messages(row_replies())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1043,25 +1250,26 @@ class ScanRequest:
             no_bins=bool(message.info1 & INFO1_GET_NOBINDATA),
         )
 
-    def matching_records(self, store: Store) -> list[tuple[bytes, Record]]:
-        """The live records to return, in (partition, digest) order like the real server."""
-        now = now_since_citrusleaf_epoch()
-        with store.lock:
-            records = store.records(self.namespace)
-            candidates = [
-                (digest, record)
-                for digest, record in records.items()
-                if (self.set_name is None or record.set_name == self.set_name)
-                and partition_id(digest) in self.partitions
-                and not record.is_expired(now)
-            ]
-        candidates.sort(key=lambda item: (partition_id(item[0]), item[0]))
-        return [
-            (digest, record)
-            for digest, record in candidates
-            if partition_id(digest) not in self.resume_after
-            or digest > self.resume_after[partition_id(digest)]
-        ]
+    def matching_records(self, store: Store) -> Iterator[tuple[bytes, Record]]:
+        """The live records to return, partition after partition, in digest order within one.
+
+        Each partition is read under the lock on its own, as the scan reaches it: like a real
+        scan, this one sees what was written meanwhile to partitions it has not reached yet.
+        """
+        for pid in sorted(self.partitions):
+            after = self.resume_after.get(pid, b"")
+            now = now_since_citrusleaf_epoch()
+            with store.lock:
+                partition = store.records(self.namespace).partitions[pid]
+                found = [
+                    (digest, record)
+                    for digest, record in partition.items()
+                    if (self.set_name is None or record.set_name == self.set_name)
+                    and digest > after
+                    and not record.is_expired(now)
+                ]
+            found.sort(key=lambda item: item[0])
+            yield from found
 
     def response_bins(self, record: Record) -> ResponseBins | None:
         """The bins to send, or None to skip a record that has none of the selected bins."""
@@ -1073,9 +1281,10 @@ class ScanRequest:
         return bins or None
 
 
-def handle_scan(store: Store, message: Message) -> list[bytes]:
+def handle_scan(store: Store, message: Message) -> Iterator[bytes]:
     request = ScanRequest.from_message(message)
-    compress = bool(message.info1 & INFO1_COMPRESS_RESPONSE)
+    with store.lock:
+        store.records(request.namespace)  # an unknown namespace fails the request, not the stream
     namespace_field = request.namespace.encode("utf-8")
 
     def record_messages() -> Iterator[bytes]:
@@ -1100,9 +1309,7 @@ def handle_scan(store: Store, message: Message) -> list[bytes]:
             )
             sent += 1
 
-    replies = list(chunk_messages(record_messages(), compress))
-    replies.append(frame_message(encode_message(info3=INFO3_LAST), compress))
-    return replies
+    return chunk_messages(record_messages())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1117,6 +1324,9 @@ class ServerConfig:
     cluster_name: str
     node_name: str = ""
     port: int = 0
+    nsup_period: int = 0
+    flush_max_ms: int = 1000
+    on_device: bool = False  # a data file: storage-engine device, else memory
 
 
 def replicas_value(namespaces: Iterable[str]) -> str:
@@ -1144,7 +1354,6 @@ class ServerStatistics:
             "info_requests": 0,
             "message_requests": 0,
             "compressed_requests": 0,
-            "compressed_replies": 0,
             "error_replies": 0,
         }
 
@@ -1157,6 +1366,20 @@ class ServerStatistics:
             return ";".join(f"{name}={value}" for name, value in self._counters.items())
 
 
+@dataclasses.dataclass
+class ConnectionState:
+    """What a real node remembers per client connection."""
+
+    user_agent: str | None = None
+
+
+#: ``sets`` fields after the counts, as an 8.1 node lists them (with default set settings)
+SET_SETTINGS = (
+    "sindexes=0:index_populating=false:truncating=false:default-read-touch-ttl-pct=0:default-ttl=0"
+    ":disable-eviction=false:enable-index=false:stop-writes-count=0:stop-writes-size=0"
+)
+
+
 class InfoResponder:
     """Answers info requests: one ``<request line>\\t<value>\\n`` per request line."""
 
@@ -1165,22 +1388,22 @@ class InfoResponder:
         self.store = store
         self.statistics = statistics
 
-    def respond(self, body: bytes) -> bytes:
+    def respond(self, body: bytes, connection: ConnectionState) -> bytes:
         # latin-1 maps every byte to one character, so each line is echoed back exactly.
         lines = [line for line in body.decode("latin-1").split("\n") if line]
-        return "".join(f"{line}\t{self.value(line)}\n" for line in lines).encode("latin-1")
+        return "".join(f"{line}\t{self.value(line, connection)}\n" for line in lines).encode("latin-1")
 
-    def value(self, line: str) -> str:
+    def value(self, line: str, connection: ConnectionState) -> str:
         name, _, argument = line.partition(":")
         try:
-            return self._value(name.strip(), argument)
+            return self._value(name.strip(), argument, connection)
         except CommandError as error:
             return f"ERROR:{error.result_code}:{error}"
         except Exception:  # a bad info request must not take the connection down
             LOG.exception("info command %r failed", line)
             return "ERROR:4:internal error"
 
-    def _value(self, name: str, argument: str) -> str:
+    def _value(self, name: str, argument: str, connection: ConnectionState) -> str:
         config = self.config
         fixed = {
             "node": config.node_name,
@@ -1205,6 +1428,8 @@ class InfoResponder:
         }
         if name in fixed:
             return fixed[name]
+        if name == "user-agent-set":
+            return self._user_agent_set(parse_info_parameters(argument), connection)
         if name == "test-server-statistics":
             return self.statistics.render()
         if name == "sets" or name.startswith("sets/"):
@@ -1215,11 +1440,31 @@ class InfoResponder:
             return self._truncate(name, parse_info_parameters(argument))
         raise CommandError(RESULT_PARAMETER, "unrecognized command")
 
+    @staticmethod
+    def _user_agent_set(parameters: dict[str, str], connection: ConnectionState) -> str:
+        """What an 8.1 client sends first on every connection: its user agent, in base64."""
+        if connection.user_agent is not None:
+            raise CommandError(RESULT_PARAMETER, "already set")
+        if "value" not in parameters:
+            raise CommandError(RESULT_PARAMETER, "missing 'value'")
+        if not parameters["value"]:
+            raise CommandError(RESULT_PARAMETER, "missing 'value' value")
+        try:
+            connection.user_agent = base64.b64decode(parameters["value"], validate=True).decode("latin-1")
+        except ValueError:
+            raise CommandError(RESULT_PARAMETER, "'value' invalid base64") from None
+        return "ok"
+
     def _sets(self, name: str) -> str:
-        """``sets``, ``sets/<ns>`` or ``sets/<ns>/<set>``: per-set statistics like the real server."""
+        """``sets``, ``sets/<ns>`` or ``sets/<ns>/<set>``: per-set statistics like the real server.
+
+        Sets stay listed once written to, with 0 objects when empty, as on a real node.
+        """
         parts = name.split("/")
         namespaces = list(self.config.namespaces) if len(parts) == 1 else [parts[1]]
         only_set = parts[2].encode("utf-8") if len(parts) > 2 else None
+        if namespaces[0] not in self.config.namespaces:
+            return "ns_type=unknown"
         now = now_since_citrusleaf_epoch()
         entries = []
         with self.store.lock:
@@ -1230,50 +1475,61 @@ class InfoResponder:
                 for record in records.values():
                     if record.set_name and not record.is_expired(now):
                         objects[record.set_name] = objects.get(record.set_name, 0) + 1
-                        data_bytes[record.set_name] = data_bytes.get(record.set_name, 0) + record.size()
-                truncated = {name for (ns, name) in self.store.truncate_luts if ns == namespace and name}
-                known = set(objects) | truncated
-                for set_name in sorted(known):
+                        data_bytes[record.set_name] = data_bytes.get(record.set_name, 0) + record.device_size()
+                for set_name in sorted(self.store.set_names(namespace)):
                     if only_set is not None and set_name != only_set:
                         continue
+                    prefix = "" if only_set is not None else (
+                        f"ns={namespace}:set={set_name.decode('utf-8', 'replace')}:"
+                    )
                     entries.append(
-                        f"ns={namespace}:set={set_name.decode('utf-8', 'replace')}"
-                        f":objects={objects.get(set_name, 0)}:tombstones=0"
+                        f"{prefix}objects={objects.get(set_name, 0)}:tombstones=0"
                         f":data_used_bytes={data_bytes.get(set_name, 0)}"
                         f":truncate_lut={self.store.truncate_luts.get((namespace, set_name), 0) // 1_000_000}"
-                        ":sindexes=0:index_populating=false:truncating=false;"
+                        f":{SET_SETTINGS};"
                     )
         return "".join(entries)
 
     def _namespace_statistics(self, namespace: str) -> str:
+        if namespace not in self.config.namespaces:
+            return "type=unknown"
         with self.store.lock:
             objects = len(self.store.records(namespace))
+        config = self.config
         return ";".join(
             [
+                "ns_cluster_size=1",
                 f"objects={objects}",
-                "replication-factor=1",
+                "allow-ttl-without-nsup=false",
                 "default-ttl=0",
-                f"max-record-size={self.config.max_record_size}",
-                "nsup-period=120",
+                f"max-record-size={config.max_record_size}",
+                f"nsup-period={config.nsup_period}",
+                "replication-factor=1",
                 "strong-consistency=false",
-                "storage-engine=memory",
+                f"storage-engine={'device' if config.on_device else 'memory'}",
+                f"storage-engine.flush-max-ms={config.flush_max_ms}",
+                "storage-engine.commit-to-device=false",
             ]
         )
 
     def _truncate(self, name: str, parameters: dict[str, str]) -> str:
-        namespace = parameters.get("namespace", "")
-        if namespace not in self.config.namespaces:
-            raise CommandError(RESULT_PARAMETER, f"namespace {namespace!r} not found")
+        if not parameters.get("namespace"):
+            raise CommandError(RESULT_NAMESPACE, "missing 'namespace'")
+        namespace = parameters["namespace"]
         set_name: bytes | None = None
         if name == "truncate":
-            set_name = parameters.get("set", "").encode("utf-8")
+            if "set" not in parameters:
+                raise CommandError(RESULT_PARAMETER, "missing 'set'")
+            set_name = parameters["set"].encode("utf-8")
             if not set_name:
-                raise CommandError(RESULT_PARAMETER, "missing set")
+                raise CommandError(RESULT_PARAMETER, "missing 'set' value")
         lut_text = parameters.get("lut")
         try:
-            before_ns = int(lut_text) if lut_text else time.time_ns() + 1
+            before_ns = int(lut_text) if lut_text else time.time_ns()
         except ValueError:
             raise CommandError(RESULT_PARAMETER, f"bad lut {lut_text!r}") from None
+        if namespace not in self.config.namespaces:
+            return "ok"  # what a real node answers for a namespace it does not have
         with self.store.lock:
             deleted = self.store.truncate(namespace, set_name, before_ns)
         LOG.info("truncated %d records of %s/%s", deleted, namespace, set_name)
@@ -1291,35 +1547,34 @@ class RequestProcessor:
     def __init__(self, config: ServerConfig, store: Store) -> None:
         self.config = config
         self.store = store
-        self.engine = RecordEngine(store, config.max_record_size)
+        self.engine = RecordEngine(store, config.max_record_size, config.nsup_period)
         self.statistics = ServerStatistics()
         self.info = InfoResponder(config, store, self.statistics)
 
-    def handle(self, proto_type: int, body: bytes) -> list[bytes]:
+    def handle(self, proto_type: int, body: bytes, connection: ConnectionState) -> Iterator[bytes]:
+        """The replies, produced as they are sent (a batch or a scan streams)."""
         if proto_type == PROTO_TYPE_INFO:
             self.statistics.count("info_requests")
-            return [frame(PROTO_TYPE_INFO, self.info.respond(body))]
+            return iter([frame(PROTO_TYPE_INFO, self.info.respond(body, connection))])
         if proto_type not in (PROTO_TYPE_MESSAGE, PROTO_TYPE_COMPRESSED):
             raise CloseConnection(f"unsupported proto type {proto_type}")
         self.statistics.count("message_requests")
         try:
             if proto_type == PROTO_TYPE_COMPRESSED:
+                # What Community Edition answers, whatever the request: one header with 25, not
+                # marked LAST (a batch or scan client then waits for the rest until its timeout).
                 self.statistics.count("compressed_requests")
-                body = decompress_message(body)
-            message = parse_message(body)
-            replies = self.handle_message(message)
-            compressed = sum(1 for reply in replies if reply[1] == PROTO_TYPE_COMPRESSED)
-            self.statistics.count("compressed_replies", compressed)
-            return replies
+                return iter([frame(PROTO_TYPE_MESSAGE, encode_message(result_code=RESULT_ENTERPRISE_ONLY))])
+            return self.handle_message(parse_message(body))
         except CommandError as error:
             self.statistics.count("error_replies")
             LOG.debug("request failed with %d: %s", error.result_code, error)
-            return [frame(PROTO_TYPE_MESSAGE, error_message(error.result_code))]
+            return iter([frame(PROTO_TYPE_MESSAGE, error_message(error.result_code))])
         except Exception:  # never let one bad request take the server down
             LOG.exception("unexpected error handling a request")
-            return [frame(PROTO_TYPE_MESSAGE, error_message(RESULT_PARAMETER))]
+            return iter([frame(PROTO_TYPE_MESSAGE, error_message(RESULT_PARAMETER))])
 
-    def handle_message(self, message: Message) -> list[bytes]:
+    def handle_message(self, message: Message) -> Iterator[bytes]:
         if message.info1 & INFO1_BATCH:
             return handle_batch(self.engine, message)
         digest = message.field(FIELD_DIGEST)
@@ -1343,7 +1598,7 @@ class RequestProcessor:
             void_time=result.void_time,
             bins=result.bins,
         )
-        return [frame_message(reply, bool(message.info1 & INFO1_COMPRESS_RESPONSE))]
+        return iter([frame_message(reply)])
 
 
 def read_exact(stream: io.BufferedIOBase, size: int) -> bytes | None:
@@ -1374,6 +1629,7 @@ class ConnectionHandler(socketserver.BaseRequestHandler):
             self.server.track_connection(sock, False)
 
     def _serve(self, sock: socket.socket, stream: io.BufferedIOBase) -> None:
+        connection = ConnectionState()
         while True:
             header = read_exact(stream, PROTO_HEADER.size)
             if header is None:
@@ -1386,7 +1642,7 @@ class ConnectionHandler(socketserver.BaseRequestHandler):
             body = read_exact(stream, size)
             if body is None:
                 return
-            for reply in self.server.processor.handle(proto_type, body):
+            for reply in self.server.processor.handle(proto_type, body, connection):
                 sock.sendall(reply)
 
 
@@ -1453,7 +1709,15 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--namespaces", default="test", help="comma-separated namespace names")
     parser.add_argument("--max-record-size", type=int, default=1024 * 1024, help="max record size in bytes")
     parser.add_argument("--cluster-name", default="null", help="value of the cluster-name info command")
-    parser.add_argument("--data-file", type=Path, help="load the store from here at start, save it on stop")
+    parser.add_argument(
+        "--data-file", type=Path, help="keep the records in this file (and a .journal beside it) across restarts"
+    )
+    parser.add_argument(
+        "--flush-max-ms", type=int, default=1000, help="how often written records go to the data file's journal"
+    )
+    parser.add_argument(
+        "--nsup-period", type=int, default=0, help="namespace supervisor period; 0 (the default) refuses TTLs"
+    )
     parser.add_argument("--parent-pid", type=int, help="exit when this parent process goes away")
     parser.add_argument(
         "--bind-retry-seconds", type=float, default=10.0, help="retry a busy fixed port this long"
@@ -1477,11 +1741,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="aerospike-test-server %(levelname)s %(message)s",
     )
 
-    store = Store(arguments.namespaces)
     data_file: Path | None = arguments.data_file
-    if data_file is not None and data_file.exists():
-        store.load(data_file)
-        LOG.info("loaded %s", data_file)
+    store = Store(arguments.namespaces, data_file, arguments.flush_max_ms)
 
     def make_processor(port: int) -> RequestProcessor:
         config = ServerConfig(
@@ -1490,6 +1751,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cluster_name=arguments.cluster_name,
             node_name=f"BB9{port:012X}",
             port=port,
+            nsup_period=arguments.nsup_period,
+            flush_max_ms=arguments.flush_max_ms,
+            on_device=data_file is not None,
         )
         return RequestProcessor(config, store)
 
@@ -1511,9 +1775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         server.server_close()
         server.close_connections()
-        if data_file is not None:
-            store.save(data_file)
-            LOG.info("saved %s", data_file)
+        store.close()
     return 0
 
 
@@ -1522,9 +1784,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def freeze_process(pid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP, then wait until the kernel reports the process stopped (delivery is asynchronous)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} did not stop after SIGSTOP (state {state})")
+        time.sleep(0.01)
+
+
+def thaw_process(pid: int) -> None:
+    """SIGCONT: a frozen process carries on where it was."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
 @dataclasses.dataclass
 class AerospikeServerProcess:
-    """A running (or stopped) server subprocess, as yielded by :func:`start_aerospike_server`."""
+    """A running (or stopped) server subprocess, as yielded by :func:`start_aerospike_server`.
+
+    Its controls (``stop``, ``start``, ``restart``, ``kill``, ``freeze``, ``thaw``) are the ones
+    :class:`tests.support.real_aerospike.RealAerospikeServer` has for a real node.
+    """
 
     namespaces: tuple[str, ...] = ("test",)
     max_record_size: int = 1024 * 1024
@@ -1533,11 +1819,19 @@ class AerospikeServerProcess:
     startup_timeout: float = 15.0
     host: str = "127.0.0.1"
     port: int = 0
+    nsup_period: int = 0
+    flush_max_ms: int = 1000
     process: subprocess.Popen[bytes] | None = None
+    frozen: bool = False
+    kind: str = "Aerospike test server"
 
     @property
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.is_running and self.process is not None else None
 
     @property
     def hosts(self) -> list[tuple[str, int]]:
@@ -1562,6 +1856,10 @@ class AerospikeServerProcess:
             ",".join(self.namespaces),
             "--max-record-size",
             str(self.max_record_size),
+            "--nsup-period",
+            str(self.nsup_period),
+            "--flush-max-ms",
+            str(self.flush_max_ms),
             "--parent-pid",
             str(os.getpid()),
         ]
@@ -1611,6 +1909,7 @@ class AerospikeServerProcess:
         process = self.process
         if process is None:
             return None
+        self.thaw()
         if process.poll() is None:
             process.terminate()
             try:
@@ -1622,20 +1921,35 @@ class AerospikeServerProcess:
         return process.returncode
 
     def kill(self) -> None:
-        """SIGKILL: a crash. Nothing is saved."""
+        """SIGKILL: a crash. The writes of the last flush interval (``flush_max_ms``) are lost."""
         process = self.process
         if process is None:
             return
         if process.poll() is None:
             process.kill()
             process.wait()
+        self.frozen = False
         self._forget_process()
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open, nothing answers (a hung node)."""
+        if self.process is None:
+            raise RuntimeError("the Aerospike test server is not running")
+        freeze_process(self.process.pid)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        if self.frozen and self.process is not None:
+            thaw_process(self.process.pid)
+        self.frozen = False
 
     def restart(self, keep_data: bool = True) -> None:
         """Stop and start again on the same port. Data survives if there is a data file."""
         self.stop()
         if not keep_data and self.data_file is not None:
             self.data_file.unlink(missing_ok=True)
+            journal_path(self.data_file).unlink(missing_ok=True)
         self.start()
 
     def _forget_process(self) -> None:
@@ -1653,6 +1967,8 @@ def start_aerospike_server(
     persist: bool = True,
     cluster_name: str | None = None,
     startup_timeout: float = 15.0,
+    nsup_period: int = 0,
+    flush_max_ms: int = 1000,
 ) -> Iterator[AerospikeServerProcess]:
     """Run the test server in a subprocess for the duration of the ``with`` block.
 
@@ -1671,6 +1987,8 @@ def start_aerospike_server(
             data_file=path,
             cluster_name=cluster_name,
             startup_timeout=startup_timeout,
+            nsup_period=nsup_period,
+            flush_max_ms=flush_max_ms,
         )
         cleanup.callback(server.kill)
         cleanup.callback(server.stop)
