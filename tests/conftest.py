@@ -1,7 +1,11 @@
-"""Suite-wide settings: hypothesis profiles, a clean environment, and store backends.
+"""Suite-wide settings: hypothesis profiles, a clean environment, store backends, and two hooks.
 
 ``HYPOTHESIS_PROFILE=ci`` (what ``make test`` sets) bounds the example count;
 ``dev`` is the default for local runs.
+
+Hooks: every test that touches the Aerospike backend (through the Aerospike fixtures or the
+``aerospike`` store backend) gets the ``aerospike`` marker, which ``make test-aerospike`` selects;
+and with ``CI`` set, a skip for something missing (``tests.support.require``) is a failure.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.support.require import MISSING, in_ci, require
 
 settings.register_profile(
     "ci",
@@ -71,6 +77,47 @@ def _clean_segments_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 BACKENDS = ["memory", "sqlite", "aerospike"]
+#: fixtures that reach an Aerospike server (here, in tests/faults and tests/integration)
+AEROSPIKE_FIXTURES = frozenset({"aerospike_target", "aerospike_server", "aerospike"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        uses_backend = callspec is not None and callspec.params.get("store_url") == "aerospike"
+        if uses_backend or AEROSPIKE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.aerospike)
+
+
+def _missing_reason(report: pytest.TestReport | pytest.CollectReport) -> str | None:
+    """The reason of a skip for something missing (not an xfail), else None."""
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return None
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    return reason if reason.startswith(MISSING) else None
+
+
+def _fail_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    reason = _missing_reason(report)
+    if reason is not None and in_ci():
+        report.outcome = "failed"
+        report.longrepr = f"{reason}\n(CI is set: a test that cannot run because this is missing fails)"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: pytest.TestReport = yield  # type: ignore[misc]
+    _fail_in_ci(report)
+    return report  # type: ignore[return-value]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    report: pytest.CollectReport = yield  # type: ignore[misc]
+    _fail_in_ci(report)
+    return report  # type: ignore[return-value]
 
 
 def _aerospike_available() -> bool:
@@ -85,8 +132,7 @@ def _aerospike_available() -> bool:
 @pytest.fixture(scope="session")
 def aerospike_target() -> Iterator[object]:
     """The Aerospike the suite talks to: the loopback test server, or a real cluster."""
-    if not _aerospike_available():
-        pytest.skip("the Aerospike backend or its test fixture is not available")
+    require("the Aerospike backend or its test fixture (pip install -e '.[test]')", _aerospike_available())
     from tests.support.aerospike_fixture import aerospike_target as target
 
     with target() as t:

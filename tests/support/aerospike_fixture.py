@@ -1,4 +1,4 @@
-"""Where the Aerospike tests run: the loopback test server, or a real cluster.
+"""Where the Aerospike tests run: the loopback test server, or a real Aerospike.
 
 Use from a conftest::
 
@@ -14,8 +14,13 @@ Use from a conftest::
 Without ``SEGMENTS_TEST_AEROSPIKE`` the target is a test server process
 (``tests/support/aerospike_server.py``) on a free loopback port, namespace ``test``. With
 ``SEGMENTS_TEST_AEROSPIKE=host:port[/namespace]`` it is that real server (namespace ``test``
-unless given); tests that stop or restart the server call :meth:`AerospikeTarget.require_server`,
-which skips them there.
+unless given), shared by the whole session and never stopped by a test.
+
+Tests that stop, kill or freeze the server take a server of their own,
+:func:`private_aerospike_target`, and drive it through :meth:`AerospikeTarget.require_server`
+(a :class:`ServerControl`): a test server without ``SEGMENTS_TEST_AEROSPIKE``; with it, a real
+node started from the server kit in ``AEROSPIKE_SERVER_KIT`` (``make test-aerospike`` sets both),
+so the same test body runs on both. With a real server but no kit they skip (fail in CI).
 """
 
 from __future__ import annotations
@@ -24,18 +29,50 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
-import pytest
-
-from tests.support.aerospike_server import AerospikeServerProcess, start_aerospike_server
+from tests.support.aerospike_server import start_aerospike_server
+from tests.support.real_aerospike import KIT_ENV, kit_from_env, start_real_aerospike
+from tests.support.require import require
 
 ENV_VAR = "SEGMENTS_TEST_AEROSPIKE"
 DEFAULT_NAMESPACE = "test"
 #: The test server's record size limit: the real server's default (``max-record-size`` 1 MiB).
 TEST_SERVER_MAX_RECORD_SIZE = 1024 * 1024
+
+
+class ServerControl(Protocol):
+    """What a test may do to a server of its own, the same for the test server and a real node."""
+
+    kind: str
+    host: str
+    port: int
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def is_running(self) -> bool: ...
+
+    def start(self) -> None:
+        """Start (again, on the same port and data) and wait until it serves."""
+
+    def stop(self) -> object:
+        """SIGTERM, a clean stop; waits until it is gone."""
+
+    def restart(self) -> None:
+        """A clean stop, then a start."""
+
+    def kill(self) -> None:
+        """SIGKILL, a crash: the writes of the last flush interval may be lost."""
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers."""
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
 
 
 @dataclass
@@ -45,27 +82,39 @@ class AerospikeTarget:
     host: str
     port: int
     namespace: str
-    #: the test server process; ``None`` for a real cluster
-    server: AerospikeServerProcess | None = None
+    #: the server's controls, for a server the test may stop; ``None`` for the shared one
+    server: ServerControl | None = None
+    #: a real Aerospike (not the test server)
+    real: bool = False
+    #: the namespace's settings (``namespace/<ns>`` info): max-record-size, flush interval...
+    config: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_real(self) -> bool:
-        return self.server is None
+        return self.real
 
     @property
     def max_record_size(self) -> int:
-        """The record size limit (a real server is assumed to run with the 1 MiB default)."""
-        return self.server.max_record_size if self.server is not None else TEST_SERVER_MAX_RECORD_SIZE
+        return int(self.config.get("max-record-size", TEST_SERVER_MAX_RECORD_SIZE))
+
+    @property
+    def flush_max_ms(self) -> int:
+        """How long an acknowledged write may stay in the write buffer before it is on the device."""
+        return int(self.config.get("storage-engine.flush-max-ms", "1000"))
 
     @property
     def description(self) -> str:
         kind = "real Aerospike" if self.is_real else "Aerospike test server"
         return f"{kind} at {self.host}:{self.port}/{self.namespace}"
 
-    def require_server(self) -> AerospikeServerProcess:
-        """The test server process; skips the calling test against a real cluster."""
-        if self.server is None:
-            pytest.skip(f"stops or restarts the server, which is not done to the {self.description}")
+    def require_server(self) -> ServerControl:
+        """The server's controls; skips the calling test (fails it in CI) if it has none."""
+        require(
+            f"a server of its own to stop, kill or freeze; {self.description} is shared "
+            f"(take private_aerospike_target())",
+            self.server is not None,
+        )
+        assert self.server is not None
         return self.server
 
 
@@ -78,27 +127,60 @@ def parse_target(value: str) -> tuple[str, int, str]:
     return host.strip("[]"), int(port), namespace.strip("/") or DEFAULT_NAMESPACE
 
 
+def namespace_config(host: str, port: int, namespace: str) -> dict[str, str]:
+    """The ``namespace/<ns>`` info of a server, as a dict (empty if the namespace is unknown)."""
+    import aerospike
+
+    client = aerospike.client({"hosts": [(host, port)], "policies": {"info": {"timeout": 5000}}}).connect()
+    try:
+        answer = client.info_random_node(f"namespace/{namespace}")
+    finally:
+        client.close()
+    text = str(answer).strip().partition("\t")[2] or str(answer).strip()
+    pairs = (item.partition("=") for item in text.split(";") if "=" in item)
+    return {name: value for name, _, value in pairs}
+
+
+def _target(host: str, port: int, namespace: str, server: ServerControl | None, real: bool) -> AerospikeTarget:
+    return AerospikeTarget(host, port, namespace, server, real, namespace_config(host, port, namespace))
+
+
 @contextmanager
 def aerospike_target() -> Iterator[AerospikeTarget]:
     """The real server named by ``SEGMENTS_TEST_AEROSPIKE``, else a test server for the block."""
     configured = os.environ.get(ENV_VAR, "").strip()
     if configured:
         host, port, namespace = parse_target(configured)
-        yield AerospikeTarget(host, port, namespace)
+        yield _target(host, port, namespace, None, True)
         return
     with start_aerospike_server(
         namespaces=(DEFAULT_NAMESPACE,), max_record_size=TEST_SERVER_MAX_RECORD_SIZE
     ) as server:
-        yield AerospikeTarget(server.host, server.port, DEFAULT_NAMESPACE, server)
+        yield _target(server.host, server.port, DEFAULT_NAMESPACE, server, False)
 
 
 @contextmanager
-def private_aerospike_target(**server_options: object) -> Iterator[AerospikeTarget]:
-    """A test server of its own (for tests that stop it); skips against a real cluster."""
-    if os.environ.get(ENV_VAR, "").strip():
-        pytest.skip(f"needs a test server of its own; {ENV_VAR} points the tests at a real cluster")
-    with start_aerospike_server(namespaces=(DEFAULT_NAMESPACE,), **server_options) as server:  # type: ignore[arg-type]
-        yield AerospikeTarget(server.host, server.port, DEFAULT_NAMESPACE, server)
+def private_aerospike_target() -> Iterator[AerospikeTarget]:
+    """A server of the caller's own, which it may stop, kill and freeze.
+
+    The test server; or, when the suite runs against a real Aerospike (``SEGMENTS_TEST_AEROSPIKE``),
+    a real node from the kit in ``AEROSPIKE_SERVER_KIT`` (skips, or fails in CI, without one).
+    """
+    if not os.environ.get(ENV_VAR, "").strip():
+        with start_aerospike_server(
+            namespaces=(DEFAULT_NAMESPACE,), max_record_size=TEST_SERVER_MAX_RECORD_SIZE
+        ) as server:
+            yield _target(server.host, server.port, DEFAULT_NAMESPACE, server, False)
+        return
+    kit = kit_from_env()
+    require(
+        f"an Aerospike server kit to start a real node of its own ({KIT_ENV}=path to a folder with "
+        f"start.sh and stop.sh; {ENV_VAR} points at a shared server, which no test stops)",
+        kit is not None,
+    )
+    assert kit is not None
+    with start_real_aerospike(kit) as node:
+        yield _target(node.host, node.port, DEFAULT_NAMESPACE, node, True)
 
 
 def unique_prefix(tag: str = "t") -> str:
