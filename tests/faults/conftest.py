@@ -20,6 +20,8 @@ import httpx
 import pytest
 from pyroaring import BitMap
 
+from tests.support.require import missing
+
 HEAVY = os.environ.get("SEGMENTS_TEST_HEAVY") == "1"
 
 #: ``{name: (cardinality, version, members)}`` of every segment, as the API reports it
@@ -122,11 +124,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 @pytest.fixture()
 def aerospike_server() -> Iterator[object]:
-    """A private Aerospike test server (this test stops it); skipped against a real cluster."""
+    """A private Aerospike server (this test stops it): the test server, or a real node from the kit."""
     try:
         import segments.storage.aerospike  # noqa: F401
         from tests.support.aerospike_fixture import private_aerospike_target
     except ImportError as exc:  # pragma: no cover - the backend is part of the project
-        pytest.skip(f"Aerospike backend unavailable: {exc}")
+        pytest.skip(missing(f"the Aerospike backend ({exc})"))
     with private_aerospike_target() as target:
         yield target

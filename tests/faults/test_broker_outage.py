@@ -56,6 +56,7 @@ from tests.ingest.harness import (
 )
 from tests.support.durable_broker import DurableBrokerUnavailable, start_durable_kafka_broker
 from tests.support.kafka_broker import KafkaBroker
+from tests.support.require import missing
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -72,7 +73,7 @@ def durable_broker() -> Iterator[KafkaBroker]:
         with start_durable_kafka_broker() as broker:
             yield broker
     except DurableBrokerUnavailable as exc:
-        pytest.skip(f"no durable broker: {exc}")
+        pytest.skip(missing(f"a durable broker: {exc}"))
 
 
 def stream(rng: random.Random, start: int, count: int) -> list[Raw]:

@@ -1,11 +1,13 @@
 """Store outage while the API serves and the consumer ingests: 503 + Retry-After, no commit, self-recovery.
 
-Set-up: the Aerospike test server (a private one: the test stops it),
-``segments serve`` and ``segments ingest`` both on it, a tansu broker, a
-producer thread streaming adds and removes of known IDs, and a reader thread
-sending every kind of read to the API in a loop. Mid-stream the Aerospike
-server is stopped for a few seconds, then started again; nobody touches the
-API or the consumer.
+Set-up: a private Aerospike server (the test stops it): the test server, or
+under ``make test-aerospike`` a real node from the server kit, stopped and
+started with the kit's scripts; ``segments serve`` and ``segments ingest`` both
+on it, a tansu broker, a producer thread streaming adds and removes of known
+IDs, and a reader thread sending every kind of read to the API in a loop.
+Mid-stream the Aerospike server is stopped for a few seconds, then started
+again; nobody touches the API or the consumer. The expectations are the same on
+both servers; a real node takes about 3 s to start, so its outage is longer.
 
 Observed and asserted:
 
@@ -268,4 +270,112 @@ def test_store_outage_api_503_consumer_pauses_both_recover(
             else "no 503 after the restart, "
         )
         + f"consumer caught up after {consumer_recovered:.1f}s; store == model"
+    )
+
+
+def test_store_killed_under_api_and_ingest_writes_keeps_what_was_flushed(
+    broker: KafkaBroker,  # noqa: F811
+    aerospike_server: object,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the store while the API and the consumer write; start it again on the same data.
+
+    Acknowledged writes (a 200 from the API; a message whose offset the consumer committed) are in
+    the store once its write buffer reached the device, within ``flush-max-ms``; a crash of the
+    single node may lose those of the last flush interval (a real node with the default
+    ``commit-to-device false`` and the test server alike; replication factor 2 keeps them on a
+    second node). So: every API write acknowledged more than that before the kill is there; every
+    message committed more than that before the kill is there; every message not committed
+    before the kill is there too (it is consumed again); nothing is partial; no 500.
+    """
+    from tests.support.aerospike_fixture import AerospikeTarget, aerospike_url
+
+    assert isinstance(aerospike_server, AerospikeTarget)
+    server = aerospike_server.require_server()
+    flush_s = aerospike_server.flush_max_ms / 1000 + 0.3  # and a margin for the flush itself
+    store = aerospike_url(aerospike_server, None, timeout_ms=300, write_timeout_ms=500,
+                          batch_timeout_ms=800, connect_timeout_s=1)  # fmt: skip
+    topics = new_topics(broker)
+    sent: list[Raw] = []
+    delivered = Delivered()
+    stop = threading.Event()
+    commits: list[tuple[float, int]] = []  # (when, committed offset)
+    api_answers: list[tuple[float, int, int, bool]] = []  # (returned at, id, status, Retry-After ok)
+
+    def add_message(i: int) -> Raw:  # message i adds the fresh ID 10_000 + i: each one's effect is visible
+        name = f"s{i % SEGMENTS}"
+        return name.encode(), json.dumps({"op": "add", "segment": name, "ids": [10_000 + i]}).encode(), []
+
+    def produce_stream() -> None:
+        while not stop.is_set():
+            batch = [add_message(len(sent) + k) for k in range(10)]
+            delivered.offsets += produce(broker, topics.updates, batch).offsets
+            sent.extend(batch)
+            stop.wait(0.05)
+
+    def watch_commits() -> None:
+        while not stop.is_set():
+            commits.append((time.monotonic(), committed(broker, topics.group, topics.updates, 1)[0]))
+            stop.wait(0.05)
+
+    with start_api_server(store, args=["--lookup-staleness", "0"]) as api:
+        def api_writes() -> None:
+            with httpx.Client(base_url=api.base_url, timeout=30) as client:
+                n = 0
+                while not stop.is_set():
+                    answer = client.post("/v1/segments/api/add", json={"ids": [n]})
+                    api_answers.append((time.monotonic(), n, answer.status_code, retry_after_ok(answer)))
+                    n += 1
+                    stop.wait(0.01)
+
+        consumer = IngestProcess(broker, topics, store, tmp_path / "ingest.log", extra=["--batch-max-wait", "0.1"])
+        threads = [threading.Thread(target=t, daemon=True) for t in (produce_stream, watch_commits, api_writes)]
+        try:
+            for thread in threads:
+                thread.start()
+            wait_until(lambda: committed(broker, topics.group, topics.updates, 1)[0] >= 100, 60,
+                       "100 committed messages", consumer)  # fmt: skip
+            time.sleep(0.7)  # writes acknowledged from here on may still be in the write buffer
+            killed_at = time.monotonic()
+            server.kill()
+            time.sleep(1.0)  # the consumer and the API see the store gone
+            committed_before_start = committed(broker, topics.group, topics.updates, 1)[0]
+            server.start()  # the same data: what reached the device comes back
+            started_at = time.monotonic()
+            wait_for(lambda: httpx.get(f"{api.base_url}/readyz", timeout=10).status_code == 200, 60,
+                     "the API to report ready again")  # fmt: skip
+            produced = len(sent)
+            wait_until(lambda: len(sent) >= produced + 100, 60, "100 messages after the restart")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+        wait_caught_up(broker, topics, delivered.ends(), consumer, timeout=90)
+        assert consumer.stop() == 0
+        log = consumer.log()
+        contents = store_contents(store)  # every segment readable: none partial
+
+    assert "Traceback" not in log
+    assert all(status in (200, 503) for _, _, status, _ in api_answers), "an API write answered neither 200 nor 503"
+    assert all(retry for _, _, status, retry in api_answers if status == 503), "a 503 without Retry-After"
+    api_ids = contents.get("api", set())
+    sure = [n for at, n, status, _ in api_answers if status == 200 and (at < killed_at - flush_s or at > started_at)]
+    missing_api = [n for n in sure if n not in api_ids]
+    assert missing_api == [], f"API writes acknowledged outside the last flush interval are gone: {missing_api[:10]}"
+    window_api = [n for at, n, status, _ in api_answers if status == 200 and killed_at - flush_s <= at <= started_at]
+    lost_api = sum(1 for n in window_api if n not in api_ids)
+
+    durable_offset = max((offset for at, offset in commits if at < killed_at - flush_s), default=0)
+    ingested = set().union(*(ids for name, ids in contents.items() if name != "api"))
+    present = [10_000 + i in ingested for i in range(len(sent))]
+    lost_messages = [i for i, here in enumerate(present) if not here]
+    assert all(durable_offset <= i < committed_before_start for i in lost_messages), (
+        f"messages lost outside [{durable_offset}, {committed_before_start}): committed more than a flush "
+        f"interval before the kill, or never committed before it: {lost_messages[:10]}"
+    )
+    print(
+        f"\n[store killed] {aerospike_server.description}: {len(sent)} messages, {len(api_answers)} API writes "
+        f"({sum(1 for a in api_answers if a[2] == 503)} answered 503); lost by the kill, all within the last "
+        f"flush interval: {lost_api} of {len(window_api)} API writes acknowledged in it, "
+        f"{len(lost_messages)} of {committed_before_start - durable_offset} messages committed in it"
     )

@@ -1,8 +1,11 @@
 """The Aerospike backend against a real protocol peer: the loopback test server, or the real
-cluster named by ``SEGMENTS_TEST_AEROSPIKE=host:port[/namespace]``.
+cluster named by ``SEGMENTS_TEST_AEROSPIKE=host:port[/namespace]`` (``make test-aerospike``).
 
 Most tests share the session's server (``aerospike_target``, from tests/conftest.py) and keep
-apart through a unique set prefix each; the tests that stop the server start one of their own.
+apart through a unique set prefix each. The tests that stop, kill or freeze the server start one
+of their own (``private_aerospike_target``): the test server, or under ``make test-aerospike`` a
+real node from the server kit; the same test body runs on both. Where the two differ, the test
+says so.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import multiprocessing
 import os
 import random
 import re
-import signal
 import socket
 import threading
 import time
@@ -27,6 +29,7 @@ from segments.errors import (
     RecordTooLarge,
     SegmentsError,
     StorageError,
+    StorageMisconfigured,
     StorageTimeout,
     StorageUnavailable,
 )
@@ -40,9 +43,9 @@ from tests.support.aerospike_fixture import (
     private_aerospike_target,
     unique_prefix,
 )
-from tests.support.aerospike_server import AerospikeServerProcess
 
 T = TypeVar("T")
+pytestmark = pytest.mark.aerospike
 
 
 @pytest.fixture
@@ -93,7 +96,7 @@ def _eventually(call: Callable[[], T], within_s: float = 20.0) -> T:
 def test_bad_urls_are_refused_with_the_reason(url: str, message: str) -> None:
     with pytest.raises(StorageError) as caught:
         open_store(url)
-    assert type(caught.value) is StorageError
+    assert type(caught.value) is StorageMisconfigured  # the operator's to fix: 503, not retried
     assert message in str(caught.value)
 
 
@@ -397,28 +400,14 @@ def test_server_gone_gives_unavailable_and_the_same_store_recovers() -> None:
             store.close()
 
 
-def _freeze(pid: int) -> None:
-    """SIGSTOP, then wait until the kernel reports the process stopped (delivery is asynchronous)."""
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 10
-    while True:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-        if state in ("T", "t") or time.monotonic() > deadline:
-            return
-        time.sleep(0.01)
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc to see a stopped process")
 def test_a_frozen_server_gives_timeouts_then_recovers() -> None:
     with private_aerospike_target() as target:
         server = target.require_server()
-        assert server.process is not None
-        pid = server.process.pid
         store = AerospikeStore(aerospike_url(target, **_FAST))
         try:
             generation = store.put("segmeta", "seg", {"ver": 1})
-            _freeze(pid)  # connections stay open, nothing answers
+            server.freeze()  # SIGSTOP: connections stay open, nothing answers
             try:
                 # first, on the pooled connection: the request goes out and its answer never comes
                 with pytest.raises(StorageTimeout) as timed_out:
@@ -431,11 +420,13 @@ def test_a_frozen_server_gives_timeouts_then_recovers() -> None:
                     assert time.monotonic() - started < 15  # hang detection only
                     assert "Aerospike" in str(caught.value)
             finally:
-                os.kill(pid, signal.SIGCONT)
+                server.thaw()
             record = _eventually(lambda: store.get_many("segmeta", ["seg"]))[0]
-            assert record is not None
-            # the conditional write that timed out was either applied or not, never half
-            assert (record.bins, record.generation) in (
+            # The requests that timed out were still in the node's socket buffers: thawed, it runs
+            # them (a real node and the test server alike), so the unconditional delete among
+            # them may have removed the record. Whatever ran, ran whole: the conditional write
+            # that timed out was either applied or not, never half.
+            assert record is None or (record.bins, record.generation) in (
                 ({"ver": 1}, generation),
                 ({"ver": 2}, generation + 1),
             )
@@ -444,33 +435,159 @@ def test_a_frozen_server_gives_timeouts_then_recovers() -> None:
 
 
 def test_connect_waits_for_a_server_that_is_still_starting() -> None:
-    port = _free_port()
-    with private_aerospike_target() as target:  # skips against a real cluster
-        target.require_server().stop()
-    late = AerospikeServerProcess(namespaces=("test",), port=port)
-    opened: list[AerospikeStore] = []
-    failed: list[BaseException] = []
+    with private_aerospike_target() as target:
+        server = target.require_server()
+        server.stop()
+        opened: list[AerospikeStore] = []
+        failed: list[BaseException] = []
 
-    def open_it() -> None:
+        def open_it() -> None:
+            try:
+                opened.append(AerospikeStore(aerospike_url(target, connect_timeout_s=60)))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                failed.append(exc)
+
+        thread = threading.Thread(target=open_it)
+        thread.start()
         try:
-            opened.append(AerospikeStore(f"aerospike://127.0.0.1:{port}/test?connect_timeout_s=20"))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            failed.append(exc)
+            time.sleep(0.5)  # the store is retrying by now
+            # the test server listens once it serves; a real node listens first and answers
+            # ClientError -1 until its cluster has formed, which the store waits out too
+            server.start()
+            thread.join(90)
+            assert failed == [] and len(opened) == 1
+            opened[0].put("s", "k", {"a": 1})
+            assert opened[0].get_many("s", ["k"])[0] == Record({"a": 1}, 1)
+        finally:
+            thread.join(90)
+            for s in opened:
+                s.close()
 
-    thread = threading.Thread(target=open_it)
-    thread.start()
-    try:
-        time.sleep(0.5)  # the store is retrying by now
-        late.start()
-        thread.join(30)
-        assert failed == [] and len(opened) == 1
-        opened[0].put("s", "k", {"a": 1})
-        assert opened[0].get_many("s", ["k"])[0] == Record({"a": 1}, 1)
-    finally:
-        thread.join(30)
-        for s in opened:
-            s.close()
-        late.stop()
+
+Write = tuple[str, frozenset[int]]  # (replace | add | remove, ids)
+
+
+def _random_write(rng: random.Random, first: bool) -> Write:
+    action = "replace" if first else rng.choice(["replace", "add", "add", "remove"])
+    return action, frozenset(rng.sample(range(0, 300_000), rng.randrange(1, 60)))  # five shards
+
+
+def _after(write: Write, members: frozenset[int]) -> frozenset[int]:
+    action, ids = write
+    return ids if action == "replace" else members | ids if action == "add" else members - ids
+
+
+def _state(segs: segments.Segments, name: str) -> tuple[int, frozenset[int]]:
+    info = segs.info(name)
+    members = frozenset(segs.evaluate(name))
+    assert info.cardinality == len(members), name
+    return info.version, members
+
+
+def test_a_kill_loses_no_write_acknowledged_before_the_last_flush_and_no_segment_is_partial() -> None:
+    """SIGKILL the server while a writer runs, start it again on the same data, compare with a model.
+
+    Acknowledged = the call returned. The same on both servers: a write is acknowledged once it is
+    in the node's write buffer, which reaches the data file within ``flush-max-ms`` (1 s by
+    default; a real node with ``commit-to-device false``, the default, and the test server alike).
+    So a crash may lose the writes acknowledged in the last flush interval, never older ones (on
+    a cluster, replication-factor 2 keeps those on another node); and a segment is always at a
+    version some write produced, whole: never a meta without its shards (CorruptSegment).
+    """
+    rng = random.Random(31)
+    names = [f"k{i}" for i in range(4)]
+    with private_aerospike_target() as target:
+        server = target.require_server()
+        url = aerospike_url(target, **_FAST)
+        # per segment: every (version, members) an acknowledged write produced, in order
+        history: dict[str, list[tuple[int, frozenset[int]]]] = {name: [(0, frozenset())] for name in names}
+        in_doubt: dict[str, frozenset[int]] = {}  # members after the write the kill interrupted
+
+        def write(segs: segments.Segments, name: str) -> None:
+            version, members = history[name][-1]
+            change = _random_write(rng, first=version == 0)
+            try:
+                info = getattr(segs, change[0])(name, sorted(change[1]))
+            except StorageError:
+                in_doubt[name] = _after(change, members)
+                raise
+            assert info.version >= version  # a write that changes nothing may keep the version
+            history[name].append((info.version, _after(change, members)))
+
+        with segments.connect(url) as segs:
+            for step in range(40):
+                write(segs, names[step % len(names)])
+            time.sleep(target.flush_max_ms / 1000 + 1.0)  # all of these are on the device now
+            durable = {name: len(states) - 1 for name, states in history.items()}
+            stop = threading.Event()
+            interrupted: list[str] = []
+
+            def writer() -> None:
+                step = 0
+                while not stop.is_set():
+                    try:
+                        write(segs, names[step % len(names)])
+                    except StorageError as exc:
+                        interrupted.append(f"{type(exc).__name__}: {exc}"[:200])
+                        return
+                    step += 1
+
+            thread = threading.Thread(target=writer)
+            thread.start()
+            time.sleep(0.6)  # writes acknowledged since are (most likely) still in the write buffer
+            server.kill()
+            stop.set()
+            thread.join(60)
+            server.start()  # on the same data: what reached the device comes back
+
+        with segments.connect(url) as fresh:  # a new client: nothing cached from before the kill
+            found = _eventually(lambda: {name: _state(fresh, name) for name in names}, within_s=60)
+            lost = 0
+            for name in names:
+                states = history[name]
+                if found[name][0] > states[-1][0] and found[name][1] == in_doubt.get(name):
+                    continue  # the interrupted write was applied, whole
+                assert found[name] in states, f"{name}: version {found[name][0]} is no state a write produced"
+                at = max(i for i, state in enumerate(states) if state == found[name])  # a no-op write repeats one
+                assert at >= durable[name], (
+                    f"{name}: back at version {found[name][0]}, older than writes acknowledged before "
+                    f"the last flush (version {states[durable[name]][0]})"
+                )
+                lost += len(states) - 1 - at
+            fresh.add(names[0], [299_999])  # and it takes writes again
+            assert 299_999 in fresh.evaluate(names[0])
+    after_flush = sum(len(states) - 1 - durable[name] for name, states in history.items())
+    print(
+        f"\n[kill] {target.description}: {sum(len(h) - 1 for h in history.values())} acknowledged writes, "
+        f"{after_flush} of them after the last sure flush; {lost} of those lost by the kill "
+        f"(allowed: the last flush interval); interrupted: {interrupted}"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "Community Edition has no durable deletes (durable_delete answers 25, Enterprise only): a "
+        "restarted node loads every record its device still holds, so Segments.delete(), which "
+        "removes the meta record (segments/writer.py), is undone by any restart; the real node and "
+        "the test server alike. A deleted segment needs a tombstone written over its meta."
+    ),
+)
+def test_a_deleted_segment_stays_deleted_across_a_restart() -> None:
+    with private_aerospike_target() as target:
+        server = target.require_server()
+        url = aerospike_url(target, **_FAST)
+        with segments.connect(url) as segs:
+            segs.replace("kept", range(0, 100_000, 7))
+            segs.replace("gone", range(0, 100_000, 3))
+            segs.delete("gone")
+            assert sorted(segs.names()) == ["kept"]
+            time.sleep(target.flush_max_ms / 1000 + 0.5)
+            server.restart()  # a clean stop and start
+        with segments.connect(url) as fresh:
+            names = _eventually(lambda: sorted(fresh.names()), within_s=60)
+            assert fresh.info("kept").cardinality == len(range(0, 100_000, 7))
+            assert names == ["kept"], f"after the restart: {names}"
 
 
 # -- the library on top ----------------------------------------------------------------------

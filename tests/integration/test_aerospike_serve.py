@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -10,11 +9,10 @@ import sys
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.support.aerospike_fixture import AerospikeTarget, aerospike_url
-
-httpx = pytest.importorskip("httpx")
 
 
 def _free_port() -> int:
@@ -25,8 +23,6 @@ def _free_port() -> int:
 
 @pytest.fixture
 def api(aerospike_target: AerospikeTarget) -> Iterator[str]:
-    if importlib.util.find_spec("api.main") is None:
-        pytest.skip("the HTTP API (api.main) is not there yet")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")}
     process = subprocess.Popen(

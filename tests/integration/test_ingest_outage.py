@@ -1,9 +1,8 @@
 """A store outage pauses consumption, commits nothing unwritten, and recovers by itself.
 
-The store is the Aerospike backend on the loopback Aerospike test server
-(``tests/support/aerospike_server.py``), which the test stops and restarts
-(its data survives a clean stop). Skipped when the suite points at a real
-cluster (``SEGMENTS_TEST_AEROSPIKE``), which a test must not stop.
+The store is the Aerospike backend on a private server that the test stops and
+restarts (its data survives a clean stop): the loopback Aerospike test server, or
+under ``make test-aerospike`` a real node from the server kit.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from tests.ingest.harness import (
     wait_until,
 )
 from tests.support.kafka_broker import KafkaBroker
+from tests.support.require import missing
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -40,7 +40,7 @@ def aerospike() -> Iterator[object]:
         import segments.storage.aerospike  # noqa: F401
         from tests.support.aerospike_fixture import private_aerospike_target
     except ImportError as exc:  # pragma: no cover - the backend is part of the project
-        pytest.skip(f"Aerospike backend unavailable: {exc}")
+        pytest.skip(missing(f"the Aerospike backend ({exc})"))
     with private_aerospike_target() as target:
         yield target
 
