@@ -6,7 +6,8 @@ A route reads its body with :func:`read_body` (or the ``MembersBody`` /
 body as soon as it crosses it. Decoding happens in the threadpool, because
 a large ID list or bitmap costs real CPU.
 
-Members bodies carry ``{"ids": [...]}``, ``{"expr": ...}`` or portable
+Members bodies carry ``{"ids": [...]}``, ``{"expr": ...}`` (either with an
+optional ``"at"``: the time bucket of a windowed segment) or portable
 roaring bytes. IDs are validated by the core (``segments.bitmap.to_bitmap``),
 so a bad one is a 400 ``invalid_user_id`` that names it. A body that is
 exactly ``{"ids": [...]}`` with plain decimal numbers (the usual large one)
@@ -66,6 +67,8 @@ class Members:
 
     kind: Literal["ids", "expr"]
     value: Any
+    #: the JSON body's ``at`` (a windowed segment's bucket), if it has one; checked by the core
+    at: Any = None
 
 
 def content_type(request: Request) -> tuple[str, str | None]:
@@ -195,12 +198,15 @@ def parse_members(body: RawBody, *, allow_expr: bool) -> Members:
     value = parse_json(body)
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_request", f"the request body must be a JSON object with {forms}")
-    allowed = {"ids", "expr"} if allow_expr else {"ids"}
+    allowed = {"ids", "expr", "at"} if allow_expr else {"ids", "at"}
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise ApiError(
-            400, "invalid_request", f"unknown field {unknown[0]!r} in the request body; expected {forms}"
+            400,
+            "invalid_request",
+            f"unknown field {unknown[0]!r} in the request body; expected {forms} (and optionally 'at')",
         )
+    at = value.pop("at", None)
     if len(value) != 1:
         message = "give either 'ids' or 'expr', not both" if value else f"the request body needs {forms}"
         raise ApiError(400, "invalid_request", message)
@@ -210,8 +216,8 @@ def parse_members(body: RawBody, *, allow_expr: bool) -> Members:
             raise ApiError(
                 400, "invalid_user_id", f"'ids' must be a JSON array of user IDs, got {type(ids).__name__}"
             )
-        return Members("ids", ids)
-    return Members("expr", value["expr"])
+        return Members("ids", ids, at)
+    return Members("expr", value["expr"], at)
 
 
 def parse_model(body: RawBody, model: type[_M]) -> _M:

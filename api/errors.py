@@ -11,7 +11,7 @@ The statuses follow the fault of each class:
 
 | fault | classes | status | code |
 | --- | --- | --- | --- |
-| CALLER | ``InvalidInput`` and below (``ExpressionError``, ``AudienceCycle``, ``InvalidSegmentName``, ``InvalidUserId``, ``InvalidUserKey``, ``BadTime``, ``InvalidBitmap``) | 400 | the class's (``invalid_expression`` + ``position``, ``expected``; ...) |
+| CALLER | ``InvalidInput`` and below (``ExpressionError``, ``AudienceCycle``, ``InvalidSegmentName``, ``InvalidUserId``, ``InvalidUserKey``, ``BadTime``, ``InvalidBitmap``) | 400 | the class's (``invalid_expression`` + ``position``, ``expected``; ``audience_cycle`` + ``cycle``; ``bad_time``; ...) |
 | CALLER | ``SegmentNotFound``, ``UniverseNotFound`` | 404 | ``segment_not_found`` (+ ``segments``) |
 | CALLER | ``NameTaken``, ``InUse`` | 409 | ``name_taken``, ``in_use`` (+ ``dependents``) |
 | CALLER | ``RecordTooLarge`` | 413 | ``record_too_large`` |
@@ -196,6 +196,8 @@ def _details(exc: SegmentsError) -> dict[str, Any]:
         extra["segments"] = list(exc.names)
     if isinstance(exc, InUse):
         extra["dependents"] = list(exc.dependents)
+    if isinstance(exc, AudienceCycle):
+        extra["cycle"] = list(exc.cycle)
     return extra
 
 

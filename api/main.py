@@ -33,7 +33,7 @@ from .limits import BodyGuardMiddleware, Limits
 from .logging import RequestIdMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .protocol import HeadMiddleware
-from .routes import docs, health, page, queries
+from .routes import audiences, docs, health, page, queries, windows
 from .routes import segments as segment_routes
 from .routes.page import STATIC
 from .runtime import tune_malloc
@@ -45,7 +45,9 @@ log = logging.getLogger("api")
 DESCRIPTION = """\
 Real-time audience segmentation over roaring bitmaps: replace, add to and remove from
 segments; compose them with `| & - ^ ~` and get the exact reach; ask which segments a
-user is in. Errors are always `{"error": {"code", "message", ...}}`.
+user is in. Audiences are live named expressions; windowed segments keep members per
+day or hour and are queried over rolling windows. Errors are always
+`{"error": {"code", "message", ...}}`.
 
 When `SEGMENTS_API_KEYS` is set, every `/v1` route needs `Authorization: Bearer <key>`:
 reads need the `read` scope, changes the `write` scope.
@@ -100,7 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuardMiddleware, limit=limits.body, timeout=limits.timeout)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response gets an ID and an access line
-    routers = [segment_routes.router, queries.router, health.router, page.router, docs.router]
+    routers = [
+        segment_routes.router,
+        windows.router,
+        queries.router,
+        audiences.router,
+        health.router,
+        page.router,
+        docs.router,
+    ]
     for router in routers:
         app.include_router(router)
     # the hottest routes skip FastAPI's routing and dependency solving (see api.fastpath)

@@ -9,9 +9,9 @@ models describe them for the schema and for clients. Error responses (see
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, WithJsonSchema
 
 from segments.bitmap import MAX_USER_ID
 
@@ -31,6 +31,26 @@ USER_ID_SCHEMA: dict[str, Any] = {
 SegmentName = Annotated[str, WithJsonSchema(NAME_SCHEMA)]
 
 _TREE_REF = {"$ref": "#/components/schemas/ExpressionTree"}
+#: a window of a windowed segment (``segments.expressions.ast.Window``)
+WINDOW_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^([1-9][0-9]{0,5}[dh]|[0-9]{4}-[0-9]{2}-[0-9]{2}(\.\.[0-9]{4}-[0-9]{2}-[0-9]{2})?)$",
+    "description": "the last N days or hours up to now (7d, 24h) or UTC dates (2026-11-30, 2026-11-01..2026-11-30)",
+}
+DATE_SCHEMA: dict[str, Any] = {"type": "string", "format": "date", "description": "a UTC date, inclusive"}
+#: a moment: ``at`` of a write, ``as_of`` of a reach, ``from``/``to`` of a history (``segments.windows.parse_time``)
+TIME_SCHEMA: dict[str, Any] = {
+    "description": "an ISO 8601 date or timestamp (2026-11-30, 2026-11-30T14:05:00Z; no zone: UTC) "
+    "or seconds since the epoch",
+    "oneOf": [{"type": "string", "minLength": 1, "maxLength": 64}, {"type": "number"}],
+}
+#: ``TIME_SCHEMA`` for a query parameter (text only)
+TIME_QUERY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "description": TIME_SCHEMA["description"].replace(" or seconds since the epoch", ""),
+}
 
 
 def _operands(key: str) -> dict[str, Any]:
@@ -45,7 +65,8 @@ def _operands(key: str) -> dict[str, Any]:
 #: The JSON form of an expression, registered in the schema's components (see api.main).
 EXPRESSION_TREE_SCHEMA: dict[str, Any] = {
     "title": "ExpressionTree",
-    "description": "one key per node: segment (a name), and / or / diff / xor (lists of nodes), not (a node); "
+    "description": "one key per node: segment (a name; of a windowed segment optionally with a window, "
+    "or from and to dates), and / or / diff / xor (lists of nodes), not (a node); "
     "at most 64 levels and 256 segment references",
     "oneOf": [
         {
@@ -53,6 +74,18 @@ EXPRESSION_TREE_SCHEMA: dict[str, Any] = {
             "required": ["segment"],
             "additionalProperties": False,
             "properties": {"segment": NAME_SCHEMA},
+        },
+        {
+            "type": "object",
+            "required": ["segment", "window"],
+            "additionalProperties": False,
+            "properties": {"segment": NAME_SCHEMA, "window": WINDOW_SCHEMA},
+        },
+        {
+            "type": "object",
+            "required": ["segment", "from"],
+            "additionalProperties": False,
+            "properties": {"segment": NAME_SCHEMA, "from": DATE_SCHEMA, "to": DATE_SCHEMA},
         },
         _operands("and"),
         _operands("or"),
@@ -80,8 +113,44 @@ class SegmentInfo(BaseModel):
     updated_at: datetime = Field(description="time of the last change (UTC)")
 
 
+class WindowedInfo(BaseModel):
+    name: str
+    windowed: Literal[True] = Field(description="always true: tells a windowed segment from a plain one")
+    granularity: Literal["day", "hour"] = Field(description="UTC bucket size")
+    retention: int = Field(description="buckets kept; older ones are deleted")
+    buckets: int = Field(description="buckets that exist")
+    oldest: datetime | None = Field(description="start of the oldest bucket (null: none yet)")
+    newest: datetime | None = Field(description="start of the newest bucket (null: none yet)")
+    cardinality: int = Field(description="members over the whole retention (the union of every bucket)")
+    created_at: datetime
+
+
 class SegmentList(BaseModel):
-    segments: list[SegmentInfo]
+    segments: list[SegmentInfo] = Field(description="plain segments (time buckets of windowed ones are not listed)")
+    windowed: list[WindowedInfo] = Field(description="windowed segments")
+
+
+class WindowRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    granularity: Literal["day", "hour"] = Field("day", description="UTC bucket size")
+    retention: StrictInt = Field(400, ge=1, le=100_000, description="buckets to keep")
+
+
+class HistoryPoint(BaseModel):
+    version: int
+    at: datetime = Field(description="when the version was published (windowed: the bucket's start)")
+    cardinality: int
+    op: str = Field(description="replace, add, remove, apply... (windowed: bucket)")
+    added: int | None = Field(description="IDs added by the change (null: not computed)")
+    removed: int | None = Field(description="IDs removed by the change (null: not computed)")
+
+
+class SegmentHistory(BaseModel):
+    points: list[HistoryPoint]
+
+
+class Deleted(BaseModel):
+    deleted: list[str] = Field(description="what was deleted: the name first, then the audiences cascaded")
 
 
 class Membership(BaseModel):
@@ -91,6 +160,13 @@ class Membership(BaseModel):
 class UserSegments(BaseModel):
     user_id: int
     segments: list[str] = Field(description="names of the segments that contain the user, sorted")
+    audiences: list[str] | None = Field(
+        None, description="with ?audiences=true: names of the audiences the user is in, sorted"
+    )
+
+
+#: a moment as a request sends it (``TIME_SCHEMA``); parsed by ``segments.windows.parse_time``
+Time = StrictStr | StrictFloat | StrictInt
 
 
 class ReachRequest(BaseModel):
@@ -98,12 +174,127 @@ class ReachRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     expr: str | dict[str, Any]
+    as_of: Time | None = None
 
 
 class ReachResponse(BaseModel):
     reach: int = Field(description="exact number of users the expression selects")
     took_ms: float = Field(description="engine time in milliseconds")
     segments: dict[str, int] = Field(description="version of every segment the query read")
+    audiences: dict[str, int] | None = Field(
+        None, description="definition version of every audience the expression used (only when it used some)"
+    )
+    as_of: datetime | None = Field(None, description="the as_of of the request (only when it had one)")
+
+
+class ReachHistoryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expr: str | dict[str, Any]
+    start: Time = Field(alias="from")
+    end: Time = Field(alias="to")
+    step: str = Field("1d", pattern=r"^[1-9][0-9]{0,5}[dh]$")
+
+
+class ReachPoint(BaseModel):
+    at: datetime
+    reach: int
+
+
+class ReachHistory(BaseModel):
+    points: list[ReachPoint] = Field(description="the reach as of each step, from 'from' to 'to' inclusive")
+
+
+# -- audiences, per-user checks, insights ------------------------------------------
+
+#: descriptions of audiences are at most this long (``segments.audiences.MAX_DESCRIPTION``)
+MAX_DESCRIPTION = 1000
+#: audiences one user may be checked against in one request
+MAX_MATCH_AUDIENCES = 256
+#: users of one batch match
+MAX_BATCH_USERS = 10_000
+#: segments of one insights request
+MAX_INSIGHT_SEGMENTS = 1000
+
+
+class AudienceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expr: str | dict[str, Any]
+    description: str = Field("", max_length=MAX_DESCRIPTION)
+
+
+class AudienceSummary(BaseModel):
+    name: str
+    expr: str = Field(description="the definition in canonical text")
+    description: str
+    version: int = Field(description="definition version: increases with every PUT")
+    updated_at: datetime
+
+
+class AudienceInfo(AudienceSummary):
+    created_at: datetime
+    reach: int = Field(description="current reach of the definition, evaluated now")
+    segments: dict[str, int] = Field(description="version of every segment the reach read")
+    audiences: dict[str, int] = Field(description="definition version of every audience the definition uses")
+
+
+class AudienceList(BaseModel):
+    audiences: list[AudienceSummary]
+
+
+class DefinitionInfo(BaseModel):
+    version: int
+    at: datetime
+    expr: str
+    description: str
+
+
+class AudienceHistory(BaseModel):
+    definitions: list[DefinitionInfo] = Field(description="oldest first; the last 100 definitions are kept")
+
+
+class MatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expr: str | dict[str, Any] | None = None
+    audiences: list[SegmentName] | None = Field(None, min_length=1, max_length=MAX_MATCH_AUDIENCES)
+
+
+class MatchResponse(BaseModel):
+    user: int
+    match: bool | None = Field(None, description="whether the user is selected by expr (for an expr request)")
+    audiences: dict[str, bool] | None = Field(None, description="per audience (for an audiences request)")
+
+
+class BatchMatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    users: list[StrictInt]
+    expr: str | dict[str, Any]
+
+
+class BatchMatchResponse(BaseModel):
+    matches: list[bool] = Field(description="one answer per user, in request order")
+
+
+class InsightsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expr: str | dict[str, Any]
+    segments: list[SegmentName] | None = Field(None, min_length=1, max_length=MAX_INSIGHT_SEGMENTS)
+
+
+class InsightRow(BaseModel):
+    segment: str
+    both: int = Field(description="users in both the audience and the segment")
+    share_of_audience: float = Field(description="both / reach")
+    share_of_universe: float = Field(description="|segment & universe| / |universe|")
+    index: float | None = Field(description="share_of_audience / share_of_universe * 100 (null: empty segment)")
+
+
+class InsightsResponse(BaseModel):
+    reach: int
+    universe: int = Field(description="size of the universe segment")
+    rows: list[InsightRow] = Field(description="by index, highest first; null indexes last")
+    segments: dict[str, int] = Field(description="version of every segment read")
+    audiences: dict[str, int] = Field(description="definition version of every audience used")
+    took_ms: float
 
 
 class OverlapRequest(BaseModel):
@@ -128,21 +319,82 @@ REACH_BODY: dict[str, Any] = {
     "title": "ReachRequest",
     "required": ["expr"],
     "additionalProperties": False,
-    "properties": {"expr": EXPR_SCHEMA},
+    "properties": {
+        "expr": EXPR_SCHEMA,
+        "as_of": {**TIME_SCHEMA, "description": "evaluate the windows as of this moment (default: now)"},
+    },
 }
+REACH_HISTORY_BODY: dict[str, Any] = {
+    "type": "object",
+    "title": "ReachHistoryRequest",
+    "required": ["expr", "from", "to"],
+    "additionalProperties": False,
+    "properties": {
+        "expr": EXPR_SCHEMA,
+        "from": {**TIME_SCHEMA, "description": "the first moment"},
+        "to": {**TIME_SCHEMA, "description": "the last moment (inclusive); at most 1,000 steps after 'from'"},
+        "step": {"type": "string", "pattern": r"^[1-9][0-9]{0,5}[dh]$", "default": "1d",
+                 "description": "days or hours between points: 1d, 7d, 6h"},
+    },
+}
+AUDIENCE_BODY: dict[str, Any] = {
+    "type": "object",
+    "title": "AudienceRequest",
+    "required": ["expr"],
+    "additionalProperties": False,
+    "properties": {
+        "expr": EXPR_SCHEMA,
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION, "default": ""},
+    },
+}
+_NAMES = {"type": "array", "items": NAME_SCHEMA, "minItems": 1}
+MATCH_BODY: dict[str, Any] = {
+    "title": "MatchRequest",
+    "oneOf": [
+        {"type": "object", "required": ["expr"], "additionalProperties": False, "properties": {"expr": EXPR_SCHEMA}},
+        {
+            "type": "object",
+            "required": ["audiences"],
+            "additionalProperties": False,
+            "properties": {"audiences": {**_NAMES, "maxItems": MAX_MATCH_AUDIENCES}},
+        },
+    ],
+}
+BATCH_MATCH_BODY: dict[str, Any] = {
+    "type": "object",
+    "title": "BatchMatchRequest",
+    "required": ["users", "expr"],
+    "additionalProperties": False,
+    "properties": {
+        "users": {"type": "array", "items": USER_ID_SCHEMA, "maxItems": MAX_BATCH_USERS},
+        "expr": EXPR_SCHEMA,
+    },
+}
+INSIGHTS_BODY: dict[str, Any] = {
+    "type": "object",
+    "title": "InsightsRequest",
+    "required": ["expr"],
+    "additionalProperties": False,
+    "properties": {
+        "expr": EXPR_SCHEMA,
+        "segments": {**_NAMES, "maxItems": MAX_INSIGHT_SEGMENTS,
+                     "description": "the segments to rank (default: every segment but the universe)"},
+    },
+}
+_AT = {**TIME_SCHEMA, "description": "windowed segments: when (which bucket); default now"}
 IDS_BODY: dict[str, Any] = {
     "type": "object",
     "title": "IdsBody",
     "required": ["ids"],
     "additionalProperties": False,
-    "properties": {"ids": {"type": "array", "items": USER_ID_SCHEMA}},
+    "properties": {"ids": {"type": "array", "items": USER_ID_SCHEMA}, "at": _AT},
 }
 EXPR_BODY: dict[str, Any] = {
     "type": "object",
     "title": "ExprBody",
     "required": ["expr"],
     "additionalProperties": False,
-    "properties": {"expr": EXPR_SCHEMA},
+    "properties": {"expr": EXPR_SCHEMA, "at": _AT},
 }
 BITMAP_BODY: dict[str, Any] = {
     "type": "string",
@@ -192,6 +444,11 @@ ERROR_BODY: dict[str, Any] = {
                 },
                 "segments": {"type": "array", "items": {"type": "string"}, "description": "unknown segments"},
                 "dependents": {"type": "array", "items": {"type": "string"}, "description": "in_use: users"},
+                "cycle": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "audience_cycle: the path of names that would use itself",
+                },
                 "required_scope": {"type": "string"},
                 "limit": {"type": "integer", "description": "body_too_large: the limit in bytes"},
                 "details": {"type": "array", "items": {"type": "object"}},
@@ -202,10 +459,10 @@ ERROR_BODY: dict[str, Any] = {
 }
 
 _ERROR_DESCRIPTIONS = {
-    400: "invalid input (expression, name, user ID, bitmap, body)",
+    400: "invalid input (expression, name, user ID, bitmap, time, body)",
     401: "missing or invalid API key",
     403: "the API key lacks the needed scope",
-    404: "unknown segment",
+    404: "unknown segment or audience",
     405: "method not allowed",
     408: "the request body did not arrive in time (body_timeout)",
     409: "concurrent writers kept conflicting (conflict, retry), or the name is taken or in use",
@@ -228,3 +485,4 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
         out[status] = entry
     return out
+

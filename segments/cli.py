@@ -93,8 +93,15 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_expire(args: argparse.Namespace) -> int:
+    with connect(args.store) as segs:
+        expired = segs.expire()
+    print(json.dumps({"expired": expired}, sort_keys=True))
+    return 0
+
+
 def _add_admin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    admin = sub.add_parser("admin", help="operator tools: verify, snapshot, restore, stats")
+    admin = sub.add_parser("admin", help="operator tools: verify, snapshot, restore, stats, expire")
     cmds = admin.add_subparsers(dest="admin_command", metavar="ADMIN_COMMAND", required=True)
     verify = cmds.add_parser("verify", help="recompute cardinalities from shards; report or fix drift")
     add_store_option(verify)
@@ -117,6 +124,13 @@ def _add_admin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     stats = cmds.add_parser("stats", help="counts for capacity planning")
     add_store_option(stats)
     stats.set_defaults(func=_cmd_stats)
+    expire = cmds.add_parser(
+        "expire",
+        help="delete the time buckets of windowed segments past their retention (idempotent, safe on a "
+        "live store); prints {\"expired\": {segment: [buckets]}}",
+    )
+    add_store_option(expire)
+    expire.set_defaults(func=_cmd_expire)
 
 
 def build_parser() -> argparse.ArgumentParser:

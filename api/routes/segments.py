@@ -2,6 +2,13 @@
 
 Every route that touches the store is a plain ``def``: FastAPI runs it in
 its threadpool, because store calls block.
+
+Windowed segments (``api.routes.windows`` creates them) are segments here
+too: writes take ``at`` (the JSON body's ``"at"`` or the ``?at=`` query
+parameter, for binary bodies) and go to the bucket of that moment; the list
+shows them under ``windowed`` (their time buckets ``name::bucket`` are not
+listed as plain segments); info, membership and export answer for the whole
+retention. Audience names work for membership and export (evaluated now).
 """
 
 from __future__ import annotations
@@ -16,20 +23,25 @@ from pydantic import WithJsonSchema
 from pyroaring import BitMap
 from starlette.responses import Response, StreamingResponse
 
-from segments.bitmap import MAX_USER_ID, check_user_id, serialize
-from segments.errors import InvalidUserId
+from segments import Segments
+from segments.bitmap import MAX_USER_ID, check_user_id, serialize, split_by_shard
+from segments.errors import InvalidUserId, SegmentNotFound, UniverseNotFound
 from segments.names import check_name
 
 from ..auth import BEARER_SECURITY, ReadAccess, WriteAccess, authorize
-from ..bodies import MembersBody, parse_members
+from ..bodies import Members, MembersBody, parse_members
 from ..deps import SegmentsDep, get_segments
-from ..responses import info_body, json_response
+from ..errors import ApiError
+from ..responses import info_body, json_response, windowed_body
 from ..schemas import (
     NAME_SCHEMA,
+    TIME_QUERY_SCHEMA,
     USER_ID_SCHEMA,
+    Deleted,
     Membership,
     SegmentInfo,
     SegmentList,
+    WindowedInfo,
     members_body,
     responses,
 )
@@ -42,6 +54,30 @@ UserIdPath = Annotated[str, Path(description="user ID"), WithJsonSchema(USER_ID_
 _READ_ERRORS = responses(400, 401, 403, 404, 500, 503)
 _WRITE_ERRORS = responses(400, 401, 403, 404, 408, 409, 413, 415, 500, 503)
 
+AtQuery = Annotated[
+    str | None,
+    Query(
+        description="windowed segments: the moment whose bucket the write goes to (default now); for binary "
+        "bodies (a JSON body may say \"at\" instead). " + TIME_QUERY_SCHEMA["description"],
+        min_length=1,
+        max_length=64,
+    ),
+]
+
+
+def when(members: Members, query_at: str | None) -> dict[str, object]:
+    """The ``at`` keyword of a write: from the JSON body or the query, never both; none: ``{}``."""
+    if members.at is not None and query_at is not None:
+        raise ApiError(400, "invalid_request", "give 'at' once: in the JSON body or as the ?at= parameter")
+    at = members.at if members.at is not None else query_at
+    return {} if at is None else {"at": at}
+
+
+def windowed_or_raise(segs: Segments, name: str, exc: SegmentNotFound) -> None:
+    """Re-raise ``exc`` unless ``name`` is a windowed segment (which has no segment record of its own)."""
+    if isinstance(exc, UniverseNotFound) or segs.windows.config(name, fresh=True) is None:
+        raise exc
+
 
 def parse_user_id(text: str) -> int:
     """A user ID from a URL path: decimal digits only, 0 to 2**32-1; else 400 ``invalid_user_id``."""
@@ -53,48 +89,53 @@ def parse_user_id(text: str) -> int:
 @router.put(
     "/segments/{name}",
     summary="Replace a segment's members",
-    description='Body: `{"ids": [...]}`, `{"expr": "..."}` (saves the expression\'s result), '
-    "or `application/octet-stream` with a portable roaring bitmap. Creates the segment if needed.",
+    description='Body: `{"ids": [...]}`, `{"expr": "..."}` (saves the expression\'s result: a frozen '
+    "snapshot; an audience stays live), or `application/octet-stream` with a portable roaring bitmap. "
+    "Creates the segment if needed. On a windowed segment it replaces one bucket, the one of `at` "
+    "(default now); the answer is that bucket's info.",
     response_model=SegmentInfo,
     responses=_WRITE_ERRORS,
     openapi_extra=members_body(allow_expr=True),
     dependencies=[WriteAccess],
 )
-def replace_segment(name: NamePath, body: MembersBody, segs: SegmentsDep) -> Response:
+def replace_segment(name: NamePath, body: MembersBody, segs: SegmentsDep, at: AtQuery = None) -> Response:
     check_name(name)
     members = parse_members(body, allow_expr=True)
+    at_kw = when(members, at)
     if members.kind == "expr":
         ids, _ = segs.evaluate_detailed(members.value)
-        return json_response(info_body(segs.replace(name, ids)))
-    return json_response(info_body(segs.replace(name, members.value)))
+        return json_response(info_body(segs.replace(name, ids, **at_kw)))
+    return json_response(info_body(segs.replace(name, members.value, **at_kw)))
 
 
 @router.post(
     "/segments/{name}/add",
-    summary="Add members (creates a missing segment)",
+    summary="Add members (creates a missing segment; windowed: to the bucket of `at`)",
     response_model=SegmentInfo,
     responses=_WRITE_ERRORS,
     openapi_extra=members_body(allow_expr=False),
     dependencies=[WriteAccess],
 )
-def add_members(name: NamePath, body: MembersBody, segs: SegmentsDep) -> Response:
+def add_members(name: NamePath, body: MembersBody, segs: SegmentsDep, at: AtQuery = None) -> Response:
     check_name(name)
     members = parse_members(body, allow_expr=False)
-    return json_response(info_body(segs.add(name, members.value)))
+    at_kw = when(members, at)
+    return json_response(info_body(segs.add(name, members.value, **at_kw)))
 
 
 @router.post(
     "/segments/{name}/remove",
-    summary="Remove members (404 if the segment does not exist)",
+    summary="Remove members (404 if the segment does not exist; windowed: from the bucket of `at`)",
     response_model=SegmentInfo,
     responses=_WRITE_ERRORS,
     openapi_extra=members_body(allow_expr=False),
     dependencies=[WriteAccess],
 )
-def remove_members(name: NamePath, body: MembersBody, segs: SegmentsDep) -> Response:
+def remove_members(name: NamePath, body: MembersBody, segs: SegmentsDep, at: AtQuery = None) -> Response:
     check_name(name)
     members = parse_members(body, allow_expr=False)
-    return json_response(info_body(segs.remove(name, members.value)))
+    at_kw = when(members, at)
+    return json_response(info_body(segs.remove(name, members.value, **at_kw)))
 
 
 @router.get(
@@ -105,31 +146,62 @@ def remove_members(name: NamePath, body: MembersBody, segs: SegmentsDep) -> Resp
     dependencies=[ReadAccess],
 )
 def list_segments(segs: SegmentsDep) -> Response:
-    return json_response({"segments": [info_body(i) for i in segs.infos()]})
+    return json_response(
+        {
+            "segments": [info_body(i) for i in segs.infos()],
+            "windowed": [windowed_body(c, segs.reach(c.name)) for c in segs.windowed()],
+        }
+    )
 
 
 @router.get(
     "/segments/{name}",
-    summary="A segment's size, version and last update",
-    response_model=SegmentInfo,
+    summary="A segment's size, version and last update (windowed: its settings and whole reach)",
+    response_model=SegmentInfo | WindowedInfo,
     responses=_READ_ERRORS,
     dependencies=[ReadAccess],
 )
 def get_segment(name: NamePath, segs: SegmentsDep) -> Response:
-    return json_response(info_body(segs.info(name)))
+    try:
+        return json_response(info_body(segs.info(name)))
+    except SegmentNotFound as exc:
+        windowed_or_raise(segs, name, exc)
+    config = segs.windows.config(name)
+    if config is None:  # deleted between the two reads
+        raise SegmentNotFound([name])
+    return json_response(windowed_body(config, segs.reach(name)))
+
+
+CascadeQuery = Annotated[
+    bool | None,
+    Query(
+        description="also delete the audiences that use it (false: 409 in_use listing them). Given, the "
+        'answer is 200 {"deleted": [...]}; omitted, 204 as before (and no cascade)'
+    ),
+]
 
 
 @router.delete(
     "/segments/{name}",
-    summary="Delete a segment",
+    summary="Delete a segment (plain or windowed)",
     status_code=204,
     response_class=Response,
-    responses={204: {"description": "deleted"}, **_READ_ERRORS, **responses(409)},
+    responses={
+        200: {
+            "description": "deleted (with ?cascade=): what was deleted",
+            "content": {"application/json": {"schema": Deleted.model_json_schema()}},
+        },
+        204: {"description": "deleted (without ?cascade=)"},
+        **_READ_ERRORS,
+        **responses(409),
+    },
     dependencies=[WriteAccess],
 )
-def delete_segment(name: NamePath, segs: SegmentsDep) -> Response:
-    segs.delete(name)
-    return Response(status_code=204)
+def delete_segment(name: NamePath, segs: SegmentsDep, cascade: CascadeQuery = None) -> Response:
+    deleted = segs.delete(name, cascade=bool(cascade))
+    if cascade is None:
+        return Response(status_code=204)
+    return json_response({"deleted": deleted})
 
 
 @router.get(
@@ -145,7 +217,15 @@ async def is_member(request: Request, name: NamePath, user_id: UserIdPath) -> Re
     check_name(name)
     uid = parse_user_id(user_id)
     segs = await get_segments(request)
-    return json_response({"member": await run_in_threadpool(segs.contains, name, uid)})
+    return json_response({"member": await run_in_threadpool(_contains, segs, name, uid)})
+
+
+def _contains(segs: Segments, name: str, uid: int) -> bool:
+    try:
+        return segs.contains(name, uid)  # a segment or an audience
+    except SegmentNotFound as exc:
+        windowed_or_raise(segs, name, exc)
+    return segs.matches(uid, name)  # a windowed segment: its whole retention
 
 
 class ExportFormat(StrEnum):
@@ -160,7 +240,8 @@ _MEDIA = {
     ExportFormat.roaring: "application/octet-stream",
 }
 _EXPORT_DESCRIPTION = """\
-Every member of the segment, in ascending ID order.
+Every member of the segment, in ascending ID order. An audience is evaluated now; a windowed segment
+is its whole retention.
 
 * `ndjson` (default): one user ID per line, each line a JSON number.
 * `csv`: a `user_id` header line, then one ID per line.
@@ -217,17 +298,29 @@ def export_segment(
 ) -> Response:
     check_name(name)
     disposition = {"Content-Disposition": f'attachment; filename="{name}.{format.value}"'}
+    # Read the first shard here, so a missing segment or a store error becomes a proper
+    # error response rather than a stream cut short after a 200.
+    first, shards = _first_shard(segs, name)
     if format is ExportFormat.roaring:
         whole = BitMap()
-        for _, members in segs.iter_shards(name):
+        if first is not None:
+            whole |= first[1]
+        for _, members in shards:
             whole |= members
         whole.run_optimize()
         return Response(serialize(whole), media_type=_MEDIA[format], headers=disposition)
     header = b"user_id\n" if format is ExportFormat.csv else b""
-    shards = segs.iter_shards(name)
-    # Read the first shard here, so a missing segment or a store error becomes a proper
-    # error response rather than a stream cut short after a 200.
-    first = next(shards, None)
     return StreamingResponse(
         _text_stream(first, shards, header), media_type=_MEDIA[format], headers=disposition
     )
+
+
+def _first_shard(segs: Segments, name: str) -> tuple[tuple[int, BitMap] | None, Iterator[tuple[int, BitMap]]]:
+    """The first shard of the members and an iterator over the rest (an audience: evaluated now)."""
+    try:
+        shards = segs.iter_shards(name)
+        return next(shards, None), shards
+    except SegmentNotFound as exc:
+        windowed_or_raise(segs, name, exc)
+    shards = split_by_shard(segs.evaluate(name))  # a windowed segment: its whole retention, evaluated now
+    return next(shards, None), shards

@@ -91,7 +91,7 @@ def test_reach_over_the_fast_route(client: httpx.Client) -> None:
 def test_schema_still_documents_the_hot_routes(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     lookup = paths["/v1/users/{user_id}/segments"]["get"]
-    assert [p["name"] for p in lookup["parameters"]] == ["user_id"]
+    assert [p["name"] for p in lookup["parameters"]] == ["user_id", "audiences"]
     assert "200" in lookup["responses"] and "400" in lookup["responses"]
     assert "post" in paths["/v1/reach"] and "get" in paths["/healthz"]
 

@@ -95,13 +95,12 @@ def test_head_answers_like_get_without_the_body(client: httpx.Client, path: str)
 
 def test_every_documented_get_route_takes_head(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    concrete = {"{name}": "even", "{user_id}": "4"}
+    assert client.put("/v1/audiences/head_check", json={"expr": "even & triple"}).status_code == 200
     for template, operations in paths.items():
         if "get" not in operations:
             continue
-        path = template
-        for placeholder, value in concrete.items():
-            path = path.replace(placeholder, value)
+        name = "head_check" if template.startswith("/v1/audiences/") else "even"
+        path = template.replace("{name}", name).replace("{user_id}", "4")
         assert client.head(path).status_code == 200, template
 
 
