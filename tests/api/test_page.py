@@ -56,7 +56,7 @@ def test_segment_list_shows_sizes_and_freshness(
 ) -> None:
     listed = client.get("/v1/segments").json()["segments"]
     rows = page.locator("#segments-body tr").evaluate_all(
-        "rows => rows.map(tr => [tr.dataset.name, tr.cells[2].textContent, tr.cells[3].textContent])"
+        "rows => rows.map(tr => [tr.dataset.name, tr.cells[2].textContent, tr.cells[4].textContent])"
     )
     assert [r[0] for r in rows] == [s["name"] for s in listed]
     shown = {name: size for name, size, _ in rows}
@@ -165,8 +165,8 @@ def test_overlap_heatmap(page: Page, browse: BrowserTest, client: httpx.Client) 
 def test_the_page_asks_for_an_api_key_when_the_api_needs_one(browse: BrowserTest, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'secured.db'}"
     seed_store(url)
-    key = "page-reader-5d1e"
-    with start_api_server(url, {"SEGMENTS_API_KEYS": f"{key}:read"}) as server:
+    key, writer = "page-reader-5d1e", "page-writer-9e07"
+    with start_api_server(url, {"SEGMENTS_API_KEYS": f"{key}:read;{writer}:read,write"}) as server:
         secured = browse.open(f"{server.base_url}/")
         expect(secured.locator("#auth")).to_be_visible()
         expect(secured.locator("#status")).to_have_text("an API key is required")
@@ -180,3 +180,26 @@ def test_the_page_asks_for_an_api_key_when_the_api_needs_one(browse: BrowserTest
         data = settled(secured, "even & vip")
         assert int(data["reach"]) == len(SEED["even"] & SEED["vip"])
         browse.snap(secured, "key-accepted")
+
+        # saving needs the write scope: the page says so and asks for another key
+        secured.locator("#save-name").fill("even_vip")
+        secured.locator("#save-segment").click()
+        expect(secured.locator("#status")).to_have_text("this API key lacks the write scope")
+        expect(secured.locator("#auth")).to_be_visible()
+        expect(secured.locator("#save-error strong")).to_have_text(
+            "Not saved: saving needs an API key with the write scope"
+        )
+        assert any(e.startswith("403 PUT ") for e in browse.error_responses)
+        browse.snap(secured, "write-scope-needed")
+        secured.locator("#api-key").fill(writer)
+        secured.locator("#auth button[type=submit]").click()
+        secured.locator("#save-segment").click()
+        size = len(SEED["even"] & SEED["vip"])
+        expect(secured.locator("#save-result")).to_have_text(
+            f"Saved the frozen segment even_vip · {size} users · version 1"
+        )
+        saved = httpx.get(
+            f"{server.base_url}/v1/segments/even_vip", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert saved.status_code == 200 and saved.json()["cardinality"] == size
+        browse.snap(secured, "write-key-accepted")
