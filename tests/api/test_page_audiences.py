@@ -12,7 +12,6 @@ Screenshots of each state go to ``test-artifacts/browser/``.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -438,7 +437,7 @@ def check_exports(page: Page, client: httpx.Client, name: str, members: set[int]
         elif fmt == "ndjson":
             assert {json.loads(x) for x in response.text.splitlines()} == members
         else:
-            assert set(BitMap.deserialize(io.BytesIO(response.content).getvalue())) == members
+            assert set(BitMap.deserialize(response.content)) == members
 
 
 def test_window_errors_stay_clear(page: Page, browse: BrowserTest, client: httpx.Client) -> None:
