@@ -194,6 +194,9 @@ class Audiences:
             )
             expanded, _ = self.expand(Ref(name), {name: candidate})
             missing = [n for n, m in self.reader.metas(sorted(set(refs(expanded)))).items() if m is None]
+            if missing:  # windowed segments have a config record, not a meta record
+                windowed = self.store.get_many(self.sets.window, missing)
+                missing = [n for n, config in zip(missing, windowed) if config is None]
             if missing:
                 raise SegmentNotFound(missing, "the audience uses unknown segments or audiences: "
                                       + ", ".join(map(repr, sorted(missing))))

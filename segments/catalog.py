@@ -82,7 +82,11 @@ def check_free(store: Store, sets: Sets, name: str, *, kind: str) -> None:
     """``NameTaken`` unless no other kind of thing holds ``name``: a name means one thing."""
     other = holder(store, sets, name, besides=kind)
     if other is not None:
-        raise NameTaken(f"{name!r} is a {other}; a {kind} needs a name of its own")
+        raise NameTaken(f"{name!r} is {_article(other)} {other}; {_article(kind)} {kind} needs a name of its own")
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[0] in "aeiou" else "a"
 
 
 @dataclass(frozen=True)

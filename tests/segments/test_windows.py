@@ -137,3 +137,17 @@ def test_windows_round_trip_through_text_and_json(expr: Expr) -> None:
 
     assert parse(str(expr)) == expr
     assert from_json(to_json(expr)) == expr
+
+
+def test_an_audience_may_use_a_windowed_segment(connect_fresh) -> None:  # type: ignore[no-untyped-def]
+    segs = connect_fresh()
+    segs.replace("gold", [1, 2, 3])
+    segs.create_windowed("paid", retention=40)
+    segs.add("paid", [2, 3, 4], at=datetime.now(UTC))
+    segs.add("paid", [1], at=datetime.now(UTC) - timedelta(days=10))
+    segs.define_audience("recent_gold", "gold & paid[7d]")
+    assert sorted(segs.evaluate("recent_gold")) == [2, 3]
+    assert sorted(segs.evaluate("recent_gold | paid[30d]")) == [1, 2, 3, 4]
+    assert segs.matches(2, "recent_gold") and not segs.matches(1, "recent_gold")
+    with pytest.raises(NameTaken, match="an audience"):
+        segs.replace("recent_gold", [1])
