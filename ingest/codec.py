@@ -261,6 +261,26 @@ class Message:
     count: int
 
 
+#: The most one shard can take in the portable format once run-optimized: 8 KiB of container
+#: data (an array, bitset or run container is never larger after ``run_optimize``), its 4-byte
+#: descriptive header, its 4-byte offset and (rounded up to a byte) its run-container flag.
+_SHARD_MAX_BYTES: Final[int] = 8192 + 4 + 4 + 1
+#: The cookie and container count in front of the containers.
+_BITMAP_HEADER_BYTES: Final[int] = 8
+
+
+def shards_per_message(max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> int:
+    """How many consecutive shards always fit in one value of ``max_bytes``, however dense they are.
+
+    A producer that cannot see the whole bitmap (one Spark task among many)
+    splits by fixed shard ranges of this width instead of packing with
+    :func:`chunks`: each range is one message, run-optimized, within the budget.
+    """
+    if max_bytes < 16 * 1024:
+        raise ValueError(f"max_bytes must be at least 16384, got {max_bytes}")
+    return (max_bytes - _BITMAP_HEADER_BYTES) // _SHARD_MAX_BYTES
+
+
 def chunks(ids: BitMap | FrozenBitMap, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[BitMap]:
     """Split a bitmap into shard-aligned pieces whose portable serialization fits ``max_bytes``.
 
@@ -354,19 +374,33 @@ def encode(
     if encoding != "roaring":
         raise ValueError(f"encoding must be 'auto', 'json' or 'roaring', got {encoding!r}")
     parts = list(chunks(ids, max_bytes))
-    out = []
-    for number, piece in enumerate(parts):
-        headers: Headers = [
-            ("op", op.encode()),
-            ("segment", key),
-            ("encoding", b"roaring"),
-        ]
-        if op == "replace":
-            assert batch is not None
-            headers += [("batch", batch.encode()), ("part", str(number).encode()),
-                        ("parts", str(len(parts)).encode())]
-        out.append(Message(key, bm.serialize(piece), headers, len(piece)))
-    return out
+    if op != "replace":
+        return [roaring_message(op, segment, piece) for piece in parts]
+    return [roaring_message(op, segment, piece, batch=batch, part=number, parts=len(parts))
+            for number, piece in enumerate(parts)]
+
+
+def roaring_message(
+    op: Op,
+    segment: str,
+    ids: BitMap | FrozenBitMap,
+    *,
+    batch: str | None = None,
+    part: int | None = None,
+    parts: int | None = None,
+) -> Message:
+    """The binary message carrying ``ids`` as they are (no splitting); ``replace`` needs all three part fields.
+
+    Names and part fields are the caller's to validate (:func:`encode` does);
+    run-optimize ``ids`` first for the smallest value.
+    """
+    key = segment.encode("utf-8")
+    headers: Headers = [("op", op.encode()), ("segment", key), ("encoding", b"roaring")]
+    if op == "replace":
+        if batch is None or part is None or parts is None:
+            raise ValueError("a replace message needs batch, part and parts")
+        headers += [("batch", batch.encode()), ("part", str(part).encode()), ("parts", str(parts).encode())]
+    return Message(key, bm.serialize(ids), headers, len(ids))
 
 
 __all__ = [
@@ -381,4 +415,6 @@ __all__ = [
     "chunks",
     "decode",
     "encode",
+    "roaring_message",
+    "shards_per_message",
 ]

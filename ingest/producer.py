@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -29,6 +29,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from segments import bitmap as bm
 from segments.names import check_name
 
+from . import codec
 from .codec import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC, Headers, Op, encode
 
 Encoding = Literal["auto", "json", "roaring"]
@@ -128,12 +129,44 @@ class SegmentProducer:
         check_name(segment)
         bitmap = bm.to_bitmap(ids)
         messages = encode(op, segment, bitmap, batch=batch, encoding=self.encoding, max_bytes=self.max_message_bytes)
+        self.publish(messages, wait=wait, progress=progress)
+        return Sent(op, segment, len(messages), len(bitmap), batch)
+
+    def publish(
+        self,
+        messages: Iterable[codec.Message],
+        *,
+        wait: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Produce messages already built by :mod:`ingest.codec` (each keyed by its segment name).
+
+        What :meth:`send` does after encoding; for producers that split and
+        number the messages themselves (``ingest.spark``: one part per task).
+        """
         for message in messages:
-            self._produce(segment, message.key, message.value, message.headers, message.count, progress)
-        sent = Sent(op, segment, len(messages), len(bitmap), batch)
+            self._produce(message.key.decode("utf-8", "replace"), message.key, message.value, message.headers,
+                          message.count, progress)
         if wait:
             self.flush()
-        return sent
+
+    def partitions(self, timeout: float = 10.0) -> int:
+        """The topic's partition count from the brokers' metadata.
+
+        A cheap check that the brokers answer with these settings and that the
+        topic exists, before a long job starts sending; raises ``KafkaException``
+        otherwise (``UNKNOWN_TOPIC_OR_PART`` for a missing topic). It asks for
+        every topic's metadata: asking for the one topic would make a broker
+        with ``auto.create.topics.enable`` create it.
+        """
+        metadata = self._producer.list_topics(timeout=timeout)
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            problem = "it does not exist" if topic is None else str(topic.error or "it has no partitions")
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                            f"topic {self.topic!r} is not available on the brokers: {problem}"))
+        return len(topic.partitions)
+
 
     def _produce(
         self,
