@@ -12,6 +12,10 @@
 * ``segments_cache_hits_total`` / ``segments_cache_misses_total`` /
   ``segments_cache_shard_fetches_total`` / ``segments_cache_evictions_total``,
   ``segments_cache_bytes``, ``segments_cache_entries``: the in-process bitmap cache.
+* ``segments_damaged_reads_total``: reads that found a segment's records really gone or
+  unreadable (``CorruptSegment``: 500 ``corrupt_data``, or the segment left out of a user
+  lookup), and ``segments_read_retries_total``: reads started over because a writer moved
+  the records they followed.
 * ``segments_store_up``: 1 if the store answered a ping during this scrape, else 0 (and the
   error is logged as a warning of the ``api.metrics`` logger). A scrape answers 200 either
   way: failing it would hide every other metric exactly when they matter.
@@ -132,6 +136,13 @@ class _SegmentsCollector(Collector):
         )
         yield GaugeMetricFamily("segments_cache_bytes", "Bytes of cached bitmaps.", value=segs.cache.nbytes)
         yield GaugeMetricFamily("segments_cache_entries", "Segments in the cache.", value=len(segs.cache))
+        reads = segs.reader.stats
+        yield CounterMetricFamily(
+            "segments_damaged_reads", "Reads that found a segment's records damaged.", value=reads.damaged
+        )
+        yield CounterMetricFamily(
+            "segments_read_retries", "Reads started over because a writer moved records.", value=reads.moved_retries
+        )
         try:
             segs.ping()
         except Exception as exc:
