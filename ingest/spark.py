@@ -34,25 +34,28 @@ consumer already has, which it ignores; so a job killed half-way and run
 again with the same batch id converges to the same result. ``add`` and
 ``remove`` send only non-empty parts; each message is applied on its own.
 
-String key columns need the key-translation API of issue 14, which is not
-there yet: they raise ``NotImplementedError`` (translate keys to user IDs
-first).
+String key columns (customer numbers, UUIDs) are translated by the executors
+through the key table of ``store`` (:mod:`segments.keys`, the service's store
+URL), in an extra pass between the two: ``add`` and ``replace`` give keys never
+seen new IDs, ``remove`` skips them; the validation pass refuses null, empty,
+too long (over 256 bytes of UTF-8) and control-character keys first.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import partial, reduce
 from typing import Any, Final, cast
 
 try:
     import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -64,8 +67,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 import numpy as np
 from pyroaring import BitMap
 
+import segments
 from segments import bitmap as bm
-from segments.errors import InvalidSegmentName, InvalidUserId
+from segments.errors import InvalidSegmentName, InvalidUserId, InvalidUserKey
+from segments.keys import MAX_KEY_BYTES
 from segments.names import check_name
 
 from .codec import (
@@ -84,6 +89,10 @@ log = logging.getLogger("ingest.spark")
 INTEGER_TYPES: Final[tuple[type[T.DataType], ...]] = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 #: What pass 2 hands from the building tasks to the sending tasks.
 _PIECES: Final[str] = "segment string, part int, ids binary"
+#: What each translating task reports back to the driver: per segment, its largest ID and unknown keys.
+_TRANSLATED: Final[str] = "segment string, hi long, unknown long"
+#: The translation cache of an executor's store connection (each task opens one).
+_KEY_CACHE_BYTES: Final[int] = 256 << 20
 #: What each sending task reports back to the driver: one row per part it owned.
 _SENT: Final[str] = "segment string, part int, users long, bytes long, messages int"
 #: A building task yields its pieces in Arrow batches of at most this many value bytes.
@@ -138,6 +147,8 @@ class _Plan:
     max_message_bytes: int
     config: dict[str, str | int | float | bool]
     delivery_timeout: float
+    #: string user keys: the store whose key table translates them (None: integer IDs)
+    store: str | None = None
 
     def producer(self) -> SegmentProducer:
         return SegmentProducer(self.bootstrap_servers, topic=self.topic, max_message_bytes=self.max_message_bytes,
@@ -160,24 +171,28 @@ def push_dataframe(
     send_tasks: int | None = None,
     delivery_timeout: float = 120.0,
     progress_seconds: float = 30.0,
+    store: str | None = None,
     **producer_options: str | int | float | bool,
 ) -> PushSummary:
     """Replace ``segment`` with (or add, or remove) the distinct IDs of ``df[column]``.
 
-    ``column`` is of any Spark integer type; every value must be a user ID
-    (0 to 2**32 - 1). ``batch`` (replace only) defaults to a new id; pass the
+    ``column`` is of any Spark integer type, every value a user ID (0 to
+    2**32 - 1); or a string column of user keys, translated to IDs by the
+    executors through the key table of ``store`` (the service's store URL):
+    ``add`` and ``replace`` give keys never seen new IDs, ``remove`` skips
+    them. ``batch`` (replace only) defaults to a new id; pass the
     one of a failed run to resume it. ``send_tasks`` is how many Spark tasks
     produce (default: the cluster's parallelism, at most one per part).
     ``producer_options`` are librdkafka settings with ``_`` for ``.``
     (``security_protocol="SASL_SSL"``, ``sasl_mechanism="PLAIN"``, ...).
     Returns a :class:`PushSummary` once Kafka has acknowledged every message;
-    raises ``InvalidUserId`` / ``InvalidSegmentName`` / ``TypeError`` /
-    ``ValueError`` before sending anything when the input is bad.
+    raises ``InvalidUserId`` / ``InvalidUserKey`` / ``InvalidSegmentName`` /
+    ``TypeError`` / ``ValueError`` before sending anything when the input is bad.
     """
     check_name(segment)
     return _push(df, column, None, segment, op, bootstrap_servers=bootstrap_servers, topic=topic, batch=batch,
                  max_message_bytes=max_message_bytes, send_tasks=send_tasks, delivery_timeout=delivery_timeout,
-                 progress_seconds=progress_seconds, producer_options=producer_options)
+                 progress_seconds=progress_seconds, store=store, producer_options=producer_options)
 
 
 def push_memberships(
@@ -193,6 +208,7 @@ def push_memberships(
     send_tasks: int | None = None,
     delivery_timeout: float = 120.0,
     progress_seconds: float = 30.0,
+    store: str | None = None,
     **producer_options: str | int | float | bool,
 ) -> PushSummary:
     """Like :func:`push_dataframe` for every segment named in ``df[segment_column]`` at once.
@@ -205,7 +221,7 @@ def push_memberships(
     """
     return _push(df, user_column, segment_column, None, op, bootstrap_servers=bootstrap_servers, topic=topic,
                  batch=batch, max_message_bytes=max_message_bytes, send_tasks=send_tasks,
-                 delivery_timeout=delivery_timeout, progress_seconds=progress_seconds,
+                 delivery_timeout=delivery_timeout, progress_seconds=progress_seconds, store=store,
                  producer_options=producer_options)
 
 
@@ -226,6 +242,7 @@ def _push(
     send_tasks: int | None,
     delivery_timeout: float,
     progress_seconds: float,
+    store: str | None,
     producer_options: Mapping[str, str | int | float | bool],
 ) -> PushSummary:
     started = time.monotonic()
@@ -240,16 +257,25 @@ def _push(
     if send_tasks is not None and send_tasks < 1:
         raise ValueError(f"send_tasks must be at least 1, got {send_tasks}")
     span = shards_per_message(max_message_bytes)
-    _check_columns(df, user_column, segment_column)
+    keys = _check_columns(df, user_column, segment_column)
+    if keys and store is None:
+        raise ValueError(f"column {user_column!r} holds string user keys: pass store=<the service's store URL> "
+                         "so that the executors translate them through its key table")
     config = {name.replace("_", "."): value for name, value in producer_options.items()}
     plan = _Plan(op, batch, span, {}, segment, bootstrap_servers, topic, max_message_bytes, config,
-                 delivery_timeout)
-    with plan.producer() as probe:  # the brokers answer with these settings and the topic exists
-        partitions = probe.partitions()
+                 delivery_timeout, store if keys else None)
+    partitions = _partitions(plan)
     spark = df.sparkSession
+    columns = [F.col(user_column) if keys else F.col(user_column).cast("long").alias("user_id")]
+    if segment_column is not None:
+        columns.append(F.col(segment_column).alias("segment"))
+    selected = df.select(*columns)
 
     with _described(spark, f"segments {op}: validate {user_column!r}"):
-        stats = _validate(df, user_column, segment_column, segment)
+        stats = _validate(df, user_column, segment_column, segment, keys)
+    if keys:
+        with _described(spark, f"segments {op}: translate the keys of {user_column!r}"):
+            stats = _translate_all(replace(plan, parts=dict.fromkeys(stats, 0)), selected, stats)
     rows = {name: s.rows for name, s in stats.items()}
     width = span << bm.SHARD_BITS
     parts = {name: (s.max_id // width + 1 if s.max_id is not None else 1) for name, s in stats.items()}
@@ -259,10 +285,7 @@ def _push(
              "(%d partitions)%s", op, total_rows, len(stats), time.monotonic() - started, sum(parts.values()),
              topic, partitions, f", batch {batch}" if batch else "")
 
-    columns = [F.col(user_column).cast("long").alias("user_id")]
-    if segment_column is not None:
-        columns.append(F.col(segment_column).alias("segment"))
-    pieces = df.select(*columns).mapInArrow(partial(_build, plan), _PIECES)
+    pieces = selected.mapInArrow(partial(_build, plan), _PIECES)
     if op == "replace":
         placeholders = [(name, part, None) for name, count in sorted(parts.items()) for part in range(count)]
         pieces = pieces.unionByName(spark.createDataFrame(placeholders, _PIECES))
@@ -288,56 +311,74 @@ class _Stats:
     max_id: int | None
 
 
-def _check_columns(df: DataFrame, user_column: str, segment_column: str | None) -> None:
+def _check_columns(df: DataFrame, user_column: str, segment_column: str | None) -> bool:
+    """Check the column types; True when the user column holds string keys."""
     fields = {f.name: f.dataType for f in df.schema.fields}
     for name in (user_column, segment_column):
         if name is not None and name not in fields:
             raise ValueError(f"the DataFrame has no column {name!r}; its columns: {sorted(fields)}")
     kind = fields[user_column]
-    if isinstance(kind, T.StringType):
-        raise NotImplementedError(
-            f"column {user_column!r} holds strings: string user keys need the key-translation API of "
-            "issue 14 (segments.keys), which ingest.spark does not use yet; translate the keys to user IDs "
-            "first (POST /v1/keys/translate) or push an integer ID column")
-    if not isinstance(kind, INTEGER_TYPES):
-        raise TypeError(f"column {user_column!r} is {kind.simpleString()}; user IDs must be a Spark integer "
-                        "type (tinyint, smallint, int or bigint) holding values from 0 to 4294967295")
     if segment_column is not None and not isinstance(fields[segment_column], T.StringType):
         raise TypeError(f"column {segment_column!r} is {fields[segment_column].simpleString()}; segment names "
                         "must be a string column")
+    if isinstance(kind, T.StringType):
+        return True
+    if not isinstance(kind, INTEGER_TYPES):
+        raise TypeError(f"column {user_column!r} is {kind.simpleString()}; user IDs must be a Spark integer "
+                        "type (tinyint, smallint, int or bigint) holding values from 0 to 4294967295, or "
+                        "user keys a string column")
+    return False
 
 
-def _validate(df: DataFrame, user_column: str, segment_column: str | None, segment: str | None) -> dict[str, _Stats]:
-    """One aggregate pass: per segment, the rows, the bad IDs (counts and examples) and the largest ID."""
+@dataclass(frozen=True)
+class _Check:
+    """One kind of bad row: its name in the error, its condition, and whether to show an example."""
+
+    name: str
+    bad: Column
+    example: bool = True
+
+
+def _checks(user: Column, keys: bool) -> list[_Check]:
+    if not keys:
+        return [_Check("null", user.isNull(), example=False), _Check("negative", user < 0),
+                _Check(">= 2**32", user > bm.MAX_USER_ID)]
+    size = F.octet_length(user)
+    return [_Check("null", user.isNull(), example=False), _Check("empty", size == 0, example=False),
+            _Check(f"longer than {MAX_KEY_BYTES} bytes", size > MAX_KEY_BYTES),
+            _Check("with a control character", user.rlike("\\p{Cc}"))]
+
+
+def _validate(df: DataFrame, user_column: str, segment_column: str | None, segment: str | None,
+              keys: bool) -> dict[str, _Stats]:
+    """One aggregate pass: per segment, the rows, the bad IDs or keys (counts and examples), the largest ID."""
     user = F.col(user_column)
-    aggregates = [
-        F.count(F.lit(1)).alias("rows"),
-        F.count(F.when(user.isNull(), 1)).alias("nulls"),
-        F.count(F.when(user < 0, 1)).alias("negative"),
-        F.count(F.when(user > bm.MAX_USER_ID, 1)).alias("too_large"),
-        F.min(user).alias("lo"),
-        F.max(user).alias("hi"),
-    ]
+    checks = _checks(user, keys)
+    aggregates = [F.count(F.lit(1)).alias("rows"),
+                  F.count(F.when(reduce(operator.or_, [c.bad for c in checks]), 1)).alias("bad"),
+                  F.max(user).alias("hi")]
+    for number, check in enumerate(checks):
+        aggregates.append(F.count(F.when(check.bad, 1)).alias(f"count{number}"))
+        aggregates.append(F.min(F.when(check.bad, user)).alias(f"example{number}"))
     if segment_column is None:
         grouped = [(segment, row) for row in df.agg(*aggregates).collect()]
     else:
         grouped = [(row["segment"], row) for row in
                    df.groupBy(F.col(segment_column).alias("segment")).agg(*aggregates).collect()]
-    nulls = negative = too_large = total = 0
-    lo: int | None = None
-    hi: int | None = None
-    unnamed = 0
+    total = bad = unnamed = 0
+    counts = [0] * len(checks)
+    examples: list[Any] = [None] * len(checks)
     bad_names: list[str] = []
     stats: dict[str, _Stats] = {}
     for name, row in grouped:
         count = int(row["rows"])
         total += count
-        nulls += int(row["nulls"])
-        negative += int(row["negative"])
-        too_large += int(row["too_large"])
-        if row["lo"] is not None:
-            lo = int(row["lo"]) if lo is None else min(lo, int(row["lo"]))
-            hi = int(row["hi"]) if hi is None else max(hi, int(row["hi"]))
+        bad += int(row["bad"])
+        for number in range(len(checks)):
+            counts[number] += int(row[f"count{number}"])
+            example = row[f"example{number}"]
+            if example is not None and (examples[number] is None or example < examples[number]):
+                examples[number] = example
         if name is None:
             unnamed += count
             continue
@@ -346,20 +387,55 @@ def _validate(df: DataFrame, user_column: str, segment_column: str | None, segme
         except InvalidSegmentName:
             bad_names.append(str(name))
             continue
-        stats[str(name)] = _Stats(count, None if row["hi"] is None else int(row["hi"]))
+        stats[str(name)] = _Stats(count, None if keys or row["hi"] is None else int(row["hi"]))
     if unnamed or bad_names:
         shown = ", ".join(repr(n[:40]) for n in sorted(bad_names)[:3])
         problems = ([f"{unnamed} row(s) have a null segment"] if unnamed else []) + (
             [f"{len(bad_names)} segment name(s) are invalid (e.g. {shown}): names are 1-128 characters of "
              "[A-Za-z0-9_.:]"] if bad_names else [])
         raise InvalidSegmentName(f"column {segment_column!r}: {'; '.join(problems)}; nothing was sent")
-    bad = nulls + negative + too_large
     if bad:
-        kinds = ([f"{nulls} null"] if nulls else []) + ([f"{negative} negative (e.g. {lo})"] if negative else []) + (
-            [f"{too_large} >= 2**32 (e.g. {hi})"] if too_large else [])
+        kinds = ", ".join(f"{count} {check.name}" + (f" (e.g. {_shown(example)})" if check.example else "")
+                          for check, count, example in zip(checks, counts, examples) if count)
+        if keys:
+            raise InvalidUserKey(f"column {user_column!r}: {bad} of {total} rows are not user keys (1-"
+                                 f"{MAX_KEY_BYTES} bytes of UTF-8 without control characters): {kinds}; "
+                                 "nothing was sent")
         raise InvalidUserId(f"column {user_column!r}: {bad} of {total} rows are not user IDs (unsigned 32-bit "
-                            f"integers, 0 to {bm.MAX_USER_ID}): {', '.join(kinds)}; nothing was sent")
+                            f"integers, 0 to {bm.MAX_USER_ID}): {kinds}; nothing was sent")
     return stats
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+    return str(value)
+
+
+def _translate_all(plan: _Plan, selected: DataFrame, stats: dict[str, _Stats]) -> dict[str, _Stats]:
+    """Keys, pass 1b: the executors translate every key (``add`` and ``replace`` create the new ones).
+
+    Returns the stats with each segment's largest ID, which the parts follow.
+    Translation is stable (a key's ID never changes), so the build pass finds
+    the same IDs again without creating any.
+    """
+    highest: dict[str, int] = {}
+    unknown = 0
+    for row in selected.mapInArrow(partial(_translate_task, plan), _TRANSLATED).collect():
+        name = str(row["segment"])
+        unknown += int(row["unknown"])
+        if row["hi"] is not None and int(row["hi"]) >= 0:
+            highest[name] = max(highest.get(name, 0), int(row["hi"]))
+    if unknown:
+        log.info("segments %s: %d key(s) were never seen: they are in no segment, nothing to remove", plan.op,
+                 unknown)
+    return {name: _Stats(s.rows, highest.get(name)) for name, s in stats.items()}
+
+
+def _partitions(plan: _Plan) -> int:
+    """Check that the brokers answer with these settings and that the topic exists, before any work."""
+    with plan.producer() as probe:
+        return probe.partitions()
 
 
 def _parallelism(spark: SparkSession) -> int:
@@ -437,25 +513,59 @@ def _progress(spark: SparkSession, what: str, every: float) -> Iterator[None]:
 # --------------------------------------------------------------------------- executors
 
 
+@contextmanager
+def _key_table(plan: _Plan) -> Iterator[segments.Segments | None]:
+    """The store connection whose key table translates this task's keys (None for integer IDs)."""
+    if plan.store is None:
+        yield None
+        return
+    with segments.connect(plan.store, cache_bytes=_KEY_CACHE_BYTES) as segs:
+        yield segs
+
+
+def _ids(plan: _Plan, table: segments.Segments | None, users: Any, create: bool) -> np.ndarray:
+    """A batch's user column as int64 IDs; keys are translated (-1: a key never seen, when not creating)."""
+    if users.null_count:
+        raise (InvalidUserKey if table is not None else InvalidUserId)(_changed(f"{users.null_count} null users"))
+    if table is None:
+        return np.asarray(users.to_numpy(zero_copy_only=False), dtype=np.int64)
+    encoded = users.dictionary_encode()
+    distinct = [str(key) for key in encoded.dictionary.to_pylist()]
+    found = table.keys.translate(distinct, create=create)
+    lookup = np.array([-1 if uid is None else uid for uid in found], dtype=np.int64)
+    return np.asarray(lookup[encoded.indices.to_numpy(zero_copy_only=False)], dtype=np.int64)
+
+
+def _translate_task(plan: _Plan, batches: Iterable[Any]) -> Iterator[Any]:
+    """One task of pass 1b: translate (and for add/replace create) its keys; per segment the largest ID."""
+    highest: dict[str, int] = {}
+    unknown: dict[str, int] = {}
+    with _key_table(plan) as table:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            ids = _ids(plan, table, batch.column(0), create=plan.op != "remove")
+            for name, values in _by_segment(plan, batch, ids):
+                known = values[values >= 0]
+                unknown[name] = unknown.get(name, 0) + int(values.size - known.size)
+                if known.size:
+                    highest[name] = max(highest.get(name, -1), int(known.max()))
+    names = sorted(set(highest) | set(unknown))
+    if names:
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(names, pa.string()), pa.array([highest.get(n, -1) for n in names], pa.int64()),
+             pa.array([unknown.get(n, 0) for n in names], pa.int64())], names=["segment", "hi", "unknown"])
+
+
 def _build(plan: _Plan, batches: Iterable[Any]) -> Iterator[Any]:
     """One task of pass 2: its IDs as one bitmap per segment, cut into parts, as ``_PIECES`` rows."""
     members: dict[str, BitMap] = {}
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        users = batch.column(0)
-        if users.null_count:
-            raise InvalidUserId(_changed(f"{users.null_count} null user IDs"))
-        ids = users.to_numpy(zero_copy_only=False)
-        for name, values in _by_segment(plan, batch, ids):
-            try:
-                piece = bm.from_ids(values)
-            except InvalidUserId as exc:
-                raise InvalidUserId(_changed(str(exc))) from exc
-            if name in members:
-                members[name] |= piece
-            else:
-                members[name] = piece
+    with _key_table(plan) as table:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            ids = _ids(plan, table, batch.column(0), create=False)  # pass 1b created the new keys
+            _collect(plan, batch, ids, members)
     names: list[str] = []
     numbers: list[int] = []
     blobs: list[bytes] = []
@@ -474,6 +584,23 @@ def _build(plan: _Plan, batches: Iterable[Any]) -> Iterator[Any]:
                 names, numbers, blobs, size = [], [], [], 0
     if names:
         yield _pieces(names, numbers, blobs)
+
+
+def _collect(plan: _Plan, batch: Any, ids: np.ndarray, members: dict[str, BitMap]) -> None:
+    """OR one batch's IDs into the task's bitmap of each segment."""
+    for name, values in _by_segment(plan, batch, ids):
+        if plan.store is not None and values.size and values.min() < 0:
+            if plan.op != "remove":
+                raise InvalidUserKey(_changed(f"segment {name!r} has a key the translation pass did not create"))
+            values = values[values >= 0]  # a key never seen is in no segment: nothing to remove
+        try:
+            piece = bm.from_ids(values)
+        except InvalidUserId as exc:
+            raise InvalidUserId(_changed(str(exc))) from exc
+        if name in members:
+            members[name] |= piece
+        else:
+            members[name] = piece
 
 
 def _changed(what: str) -> str:

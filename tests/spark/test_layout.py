@@ -35,6 +35,6 @@ def test_only_ingest_spark_imports_spark() -> None:
 
 def test_ingest_spark_imports_only_the_core_and_ingest() -> None:
     found = {m.split(".")[0] for m in imports(ROOT / "ingest" / "spark.py")}
-    assert found - {"__future__", "logging", "threading", "time", "collections", "contextlib", "dataclasses",
+    assert found - {"__future__", "logging", "operator", "threading", "time", "collections", "contextlib", "dataclasses",
                     "functools", "typing", "pyarrow", "pyspark", "numpy", "pyroaring", "segments",
                     "ingest"} == set()
