@@ -64,11 +64,11 @@ Forgetting a key does not exist: a key's record is never deleted or changed, so 
 reused and a stored bitmap can never come to mean another user. (Erasing keys would need an
 operator-run compaction that rewrites every segment; it is not implemented.)
 
-The translation cache (:class:`KeyCache`) keeps recently used key/ID pairs, bounded by bytes (a
-quarter of the segment cache budget by default), and what it holds is charged to that budget
-(:meth:`~segments.cache.SegmentCache.charge`), so ``cache_bytes`` bounds both. Only committed
-pairs are cached (they never change); unknown keys are not, since another process may create them
-at any moment.
+The translation cache (:class:`KeyCache`) keeps the recently used key/ID pairs (an approximate
+least-recently-used order), bounded by bytes (a quarter of the segment cache budget by default),
+and what it holds is charged to that budget (:meth:`~segments.cache.SegmentCache.charge`), so
+``cache_bytes`` bounds both. Only committed pairs are cached (they never change); unknown keys are
+not, since another process may create them at any moment.
 """
 
 from __future__ import annotations
@@ -79,11 +79,8 @@ import re
 import sys
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
-from operator import is_not
 from typing import cast
 
 from .bitmap import MAX_USER_ID, check_user_id
@@ -117,8 +114,8 @@ _SEPARATOR = "\n"  # a control character: never part of a key
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # exactly Unicode category Cc
 _COUNTER = "next"
 _RESERVE_ATTEMPTS = 64
-#: what one cached pair costs beyond its key's ``sys.getsizeof``: its slots in two dicts, its LRU
-#: link and the int, about 175 bytes measured with tracemalloc on CPython 3.11
+#: what one cached pair costs beyond its key's ``sys.getsizeof``: its slots in two dicts and the
+#: int, about 120 bytes measured with tracemalloc on CPython 3.11, plus room for the dicts' growth
 PAIR_OVERHEAD = 190
 #: the share of the segment cache budget the translation cache may use by default
 DEFAULT_CACHE_SHARE = 4
@@ -214,8 +211,30 @@ def _decode_id(key: str, record: Record) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+class _Generation:
+    """Pairs in both directions, and what they cost."""
+
+    __slots__ = ("ids", "keys", "nbytes")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.keys: dict[int, str] = {}
+        self.nbytes = 0
+
+
+def _cost(key: str) -> int:
+    return sys.getsizeof(key) + PAIR_OVERHEAD
+
+
 class KeyCache:
-    """Committed key/ID pairs in least-recently-used order, bounded by ``max_bytes``. Thread-safe.
+    """Committed key/ID pairs, bounded by ``max_bytes``, in approximate least-recently-used order.
+
+    Two generations of plain dicts, so that a hit costs one dict lookup (an exact LRU's reordering
+    costs several times more once the cache outgrows the CPU caches): new pairs go into the young
+    generation; when it holds half the bound it becomes the old one and the previous old one is
+    dropped; a hit in the old generation moves the pair back into the young one. So every pair
+    used since the young generation last turned over is kept (at least the most recently used
+    ``max_bytes / 2`` worth), and the cache never holds more than ``max_bytes``. Thread-safe.
 
     ``charge(owner, nbytes)`` (the segment cache's) is told what it holds after every change, so
     the process keeps one budget.
@@ -223,9 +242,8 @@ class KeyCache:
 
     def __init__(self, max_bytes: int, charge: Callable[[str, int], None] | None = None) -> None:
         self.max_bytes = max_bytes
-        self._ids: OrderedDict[str, int] = OrderedDict()  # the LRU order: oldest first
-        self._keys: dict[int, str] = {}
-        self._bytes = 0
+        self._young = _Generation()
+        self._old = _Generation()
         self._lock = threading.Lock()
         self._charge = charge
         self.hits = 0
@@ -234,58 +252,96 @@ class KeyCache:
     def ids(self, keys: Sequence[str]) -> list[int | None]:
         """The cached ID of each key (``None``: not cached; so is anything that is not a valid key,
         which the cache never holds). ``TypeError`` for an unhashable one."""
+        back: list[tuple[str, int]] = []
         with self._lock:
-            # C-level loops only: for known keys this is the whole cost of a translation
-            out: list[int | None] = list(map(self._ids.get, keys))
-            deque(map(self._ids.move_to_end, compress(keys, map(is_not, out, repeat(None)))), maxlen=0)
+            out: list[int | None] = list(map(self._young.ids.get, keys))  # the whole cost of a warm batch
+            if self._old.ids and None in out:
+                old = self._old.ids.get
+                for i, key in enumerate(keys):
+                    if out[i] is None:
+                        uid = old(key)
+                        if uid is not None:
+                            out[i] = uid
+                            back.append((key, uid))
+                for key, uid in back:
+                    self._revive(key, uid)
             missed = out.count(None)
             self.hits += len(out) - missed
             self.misses += missed
+        if back:
+            self._report()
         return out
 
     def keys(self, ids: Sequence[int]) -> list[str | None]:
         """The cached key of each ID (``None``: not cached)."""
+        back: list[tuple[str, int]] = []
         with self._lock:
-            out = list(map(self._keys.get, ids))
-            deque(map(self._ids.move_to_end, filter(None, out)), maxlen=0)
+            out = list(map(self._young.keys.get, ids))
+            if self._old.keys and None in out:
+                old = self._old.keys.get
+                for i, uid in enumerate(ids):
+                    if out[i] is None:
+                        key = old(uid)
+                        if key is not None:
+                            out[i] = key
+                            back.append((key, uid))
+                for key, uid in back:
+                    self._revive(key, uid)
+        if back:
+            self._report()
         return out
 
     def add(self, pairs: Iterable[tuple[str, int]]) -> None:
-        """Remember committed pairs, evicting the least recently used beyond the bound."""
+        """Remember committed pairs."""
         if self.max_bytes <= 0:
             return
         with self._lock:
-            ids, keys = self._ids, self._keys
             for key, uid in pairs:
-                if key in ids:
-                    ids.move_to_end(key)
+                if key in self._young.ids:
                     continue
-                ids[key] = uid
-                keys[uid] = key
-                self._bytes += sys.getsizeof(key) + PAIR_OVERHEAD
-            while self._bytes > self.max_bytes and ids:
-                old, uid = ids.popitem(last=False)
-                del keys[uid]
-                self._bytes -= sys.getsizeof(old) + PAIR_OVERHEAD
+                if key in self._old.ids:
+                    self._revive(key, uid)
+                else:
+                    self._insert(key, uid)
         self._report()
+
+    # -- under the lock ------------------------------------------------------------------------
+
+    def _revive(self, key: str, uid: int) -> None:
+        """Move a pair from the old generation into the young one."""
+        old = self._old
+        if old.ids.pop(key, None) is not None:
+            del old.keys[uid]
+            old.nbytes -= _cost(key)
+        if key not in self._young.ids:
+            self._insert(key, uid)
+
+    def _insert(self, key: str, uid: int) -> None:
+        cost, half = _cost(key), self.max_bytes // 2
+        if cost > half:
+            return
+        if self._young.nbytes + cost > half:
+            self._old, self._young = self._young, _Generation()
+        young = self._young
+        young.ids[key] = uid
+        young.keys[uid] = key
+        young.nbytes += cost
 
     def _report(self) -> None:
         if self._charge is not None:
-            self._charge("keys", self._bytes)
+            self._charge("keys", self.nbytes)
 
     def clear(self) -> None:
         with self._lock:
-            self._ids.clear()
-            self._keys.clear()
-            self._bytes = 0
+            self._young, self._old = _Generation(), _Generation()
         self._report()
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._young.nbytes + self._old.nbytes
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._young.ids) + len(self._old.ids)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segments
-from segments.keys import MAX_BLOCK, PAGE_SIZE, KeySets, KeyTable, check_user_key
+from segments.keys import MAX_BLOCK, PAGE_SIZE, PAIR_OVERHEAD, KeyCache, KeySets, KeyTable, check_user_key
 from segments.storage import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,6 +250,22 @@ def test_translation_cache_is_bounded_and_charged_to_the_cache_budget(store_url:
         assert segs.keys.cache.hits == hits_before + 100
 
 
+def test_key_cache_keeps_what_is_used_and_stays_bounded() -> None:
+    cache = KeyCache(max_bytes=100 * (sys.getsizeof("k0000000") + PAIR_OVERHEAD))
+    hot = [f"h{i:07d}" for i in range(10)]
+    cache.add(zip(hot, range(10), strict=True))
+    for n in range(2000):  # a stream of one-off keys, 20 times what the cache holds
+        cache.add([(f"k{n:07d}", 1000 + n)])
+        assert cache.nbytes <= cache.max_bytes and len(cache) <= 100
+        if n % 20 == 0:
+            assert cache.ids(hot) == list(range(10))  # used within every generation: kept
+    assert cache.ids(["k0000000", "k0001999"]) == [None, 2999]  # the oldest one-off key is gone
+    assert cache.keys([*range(10), 1000]) == [*hot, None]
+    assert len(cache) >= 50  # at least half the bound stays in use
+    cache.clear()
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
 def test_unknown_keys_are_not_cached(store_url: str) -> None:
     with segments.connect(store_url) as reader, segments.connect(store_url) as writer:
         assert reader.keys.translate(["late"]) == [None]
@@ -278,7 +294,6 @@ class Seen:
 
     pairs: list[tuple[str, int]] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
-    order: list[str] = field(default_factory=list)
 
 
 @settings(max_examples=25)
