@@ -626,12 +626,13 @@ class KeyTable:
         """The ID of each key, giving new keys new IDs (``translate(keys, create=True)``)."""
         return [uid for uid in self.translate(keys, create=True) if uid is not None]
 
-    def reverse(self, ids: Iterable[int]) -> list[str | None]:
+    def reverse(self, ids: Iterable[int], *, cache: bool = True) -> list[str | None]:
         """The key of each ID, in order; ``None`` for an ID no key has (a gap, or never allocated).
 
         ``InvalidUserId`` for anything not in ``[0, 2**32)``. Reads the pages of the IDs the cache
         does not hold in one batch, and checks claims not yet confirmed against the key records
-        in a second one.
+        in a second one. ``cache=False`` leaves the cache as it is (for an export of a whole
+        segment, which would otherwise push the hot pairs out).
         """
         if isinstance(ids, (str, bytes, int)):
             raise InvalidUserId(f"expected a collection of user IDs, got a single {type(ids).__name__}")
@@ -667,7 +668,8 @@ class KeyTable:
         if check:
             committed = self._read(list(check))
             found.update({uid: key for key, uid in check.items() if committed.get(key) == uid})
-        self.cache.add((k, u) for u, k in found.items())
+        if cache:
+            self.cache.add((k, u) for u, k in found.items())
         return [k if k is not None else found.get(u) for u, k in zip(uids, out, strict=True)]
 
     # -- store I/O ---------------------------------------------------------------------------

@@ -77,7 +77,10 @@ def test_round_trip(segs: segments.Segments) -> None:
     assert segs.keys.reverse(ids) == KEYS
     assert segs.keys.create([*KEYS, KEYS[0]]) == [*ids, ids[0]]  # idempotent, duplicates in a batch
     segs.keys.cache.clear()
-    assert segs.keys.reverse(ids) == KEYS  # from the store
+    assert segs.keys.reverse(ids, cache=False) == KEYS  # from the store, not remembered
+    assert len(segs.keys.cache) == 0
+    assert segs.keys.reverse(ids) == KEYS
+    assert len(segs.keys.cache) == len(KEYS)
     assert segs.keys.translate(KEYS) == ids
     report = assert_consistent(segs.keys)
     assert report.keys == len(KEYS) and report.stale_claims == 0
