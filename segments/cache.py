@@ -32,6 +32,9 @@ from .catalog import ShardMap, mask_of
 _FLIGHT_STRIPES = 64
 #: what an entry costs beyond its bitmap's containers
 _ENTRY_OVERHEAD = 200
+#: what each container costs beyond its payload (CRoaring's per-container struct, key and pointer,
+#: and the allocator's share: 16 sparse bitmaps of 65,536 containers measured 75 B a container)
+_CONTAINER_OVERHEAD = 75
 
 
 @dataclass
@@ -90,6 +93,8 @@ class SegmentCache:
         self.max_bytes = max_bytes
         self._items: OrderedDict[_Key, tuple[Entry | ShardMap, int]] = OrderedDict()
         self._entries: dict[str, Entry] = {}
+        #: segment -> the key of its shard map in the cache
+        self._map_of: dict[str, str] = {}
         self._bytes = 0
         self._charged: dict[str, int] = {}  # bytes other caches of the process hold, by owner
         self._lock = threading.Lock()
@@ -134,7 +139,16 @@ class SegmentCache:
             return value
 
     def put_map(self, shard_map: ShardMap) -> None:
+        """Cache a shard map; the segment's previous map goes (a superseded version is not read
+        again once its successor is known, and a large map is ~0.9 MiB)."""
+        segment = shard_map.key.rpartition("/")[0]
         with self._lock:
+            previous = self._map_of.get(segment)
+            if previous is not None and previous != shard_map.key:
+                held = self._items.pop((True, previous), None)
+                if held is not None:
+                    self._bytes -= held[1]
+            self._map_of[segment] = shard_map.key
             self._store((True, shard_map.key), shard_map, shard_map.nbytes)
 
     # -- accounting ---------------------------------------------------------
@@ -159,7 +173,11 @@ class SegmentCache:
         while self._bytes > limit and len(self._items) > 1:
             (is_map, name), (_, size) = self._items.popitem(last=False)
             self._bytes -= size
-            if not is_map:
+            if is_map:
+                segment = name.rpartition("/")[0]
+                if self._map_of.get(segment) == name:
+                    del self._map_of[segment]
+            else:
                 self._entries.pop(name, None)
             self.stats.evictions += 1
 
@@ -228,4 +246,5 @@ def _size(bitmap: BitMap) -> int:
         stats["n_bytes_array_containers"]
         + stats["n_bytes_run_containers"]
         + stats["n_bytes_bitset_containers"]
+        + _CONTAINER_OVERHEAD * stats["n_containers"]
     )

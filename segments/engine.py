@@ -21,7 +21,7 @@ from .catalog import ShardMap, runs_in, shards_in
 from .evaluate import Evaluator, holds
 from .expressions import Expr, Ref, refs, uses_complement
 from .expressions.ast import facts
-from .plan import Planner
+from .plan import Plan, Planner
 from .records import RecordReader, Snapshot
 
 #: bitmaps as loaded for a query: the bitmap and the mask of the shards it is exact on
@@ -79,7 +79,7 @@ class Engine:
         self._universe_counts: dict[tuple[str, str], int] = {}
         #: the metadata of queries; by default read from the store for every query
         self.metadata: MetadataSource = lambda names, universe: (reader.snapshot(names, universe=universe), 0.0)
-        self._plans: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Expr, Planner, dict[str, int | None]]] = {}
+        self._plans: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Expr, Plan, dict[str, int | None]]] = {}
 
     # -- queries ----------------------------------------------------------
 
@@ -96,7 +96,7 @@ class Engine:
 
         return self.reader.consistent(body)
 
-    def _plan(self, expr: Expr, snap: Snapshot) -> tuple[Planner, dict[str, int | None]]:
+    def _plan(self, expr: Expr, snap: Snapshot) -> tuple[Plan, dict[str, int | None]]:
         """The plan of ``expr`` over these versions, remembered: the same query on unchanged
         segments (the hot case) is planned once."""
         # Keyed by the tree object itself (the planner's regions are keyed by node identity), which
@@ -106,8 +106,7 @@ class Engine:
         hit = self._plans.get(key)
         if hit is not None and hit[0] is expr:
             return hit[1], hit[2]
-        plan = Planner(snap.maps, self.universe)
-        needs = plan.needs(expr)
+        plan, needs = Planner(snap.maps, self.universe).plan(expr)
         with self._regions_lock:
             if len(self._plans) >= 1024:
                 self._plans.pop(next(iter(self._plans)))

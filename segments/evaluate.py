@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pyroaring import BitMap, FrozenBitMap
 
 from .expressions import And, Diff, Expr, Not, Or, Ref
-from .plan import Planner
+from .plan import Plan, Planner
 
 
 class Evaluator:
@@ -32,7 +32,7 @@ class Evaluator:
 
     def __init__(
         self,
-        plan: Planner,
+        plan: Plan | Planner,
         loaded: dict[str, tuple[BitMap, int]],
         region_bitmap: Callable[[int], FrozenBitMap],
     ) -> None:

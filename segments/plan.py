@@ -9,9 +9,19 @@ is needed on (for clipping). No store, no cache, no bitmaps.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from .catalog import ShardMap
 from .expressions import And, Diff, Expr, Not, Ref
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What evaluation needs of a plan: the region of every leaf (by node identity), and the
+    universe. Holds no shard map, so remembering plans costs only their masks."""
+
+    region: dict[int, int]
+    universe: str
 
 
 class Planner:
@@ -61,6 +71,11 @@ class Planner:
                 out |= self.ub(op)
         self._ub[key] = out
         return out
+
+    def plan(self, root: Expr) -> tuple[Plan, dict[str, int | None]]:
+        """The :class:`Plan` of ``root`` and the shards needed per segment (see :meth:`needs`)."""
+        needs = self.needs(root)
+        return Plan(self.region, self.universe), needs
 
     def needs(self, root: Expr) -> dict[str, int | None]:
         """Mask of the shards needed per segment (``None``: all of them)."""

@@ -80,6 +80,8 @@ class _Base:
     parts: dict[int, BitMap | None]  # the new content of every shard the change rewrites
     added: int | None = 0
     removed: int | None = 0
+    #: the old version's shard map is gone (a replace repairs the segment)
+    lost_map: bool = False
 
 
 class Writer:
@@ -108,7 +110,14 @@ class Writer:
             change.expect_version is not None and meta.version != change.expect_version
         ):
             return _Base(meta, {}, {})  # nothing will be written: read nothing more
-        old_map = self.reader.maps([meta])[name]
+        try:
+            old_map = self.reader.maps([meta])[name]
+        except CorruptSegment:
+            if change.replace is None:
+                raise  # a delta would build on records that are gone
+            # A replace needs nothing of the old version (its map only names the records to
+            # delete afterwards): it repairs the segment; what the lost map named is left to GC.
+            return replace(_Base(meta, {}, *self._new_parts(name, change, meta, {})), lost_map=True)
         entries = {s: (c, r) for s, c, r in old_map.triples()}
         return _Base(meta, entries, *self._new_parts(name, change, meta, entries))
 
@@ -162,7 +171,7 @@ class Writer:
             map_key=new_map_key,
             watermarks=watermarks,
         )
-        unchanged_map = meta is not None and entries == old_entries
+        unchanged_map = meta is not None and not base.lost_map and entries == old_entries
         if unchanged_map:
             new_meta = replace(new_meta, map_key=meta.map_key)  # type: ignore[union-attr]
         self.store.put_many(self.sets.shard, new_records)

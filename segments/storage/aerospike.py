@@ -249,6 +249,10 @@ def _parse_parameter(name: str, value: str, url: str) -> Any:
 # Errors
 # ---------------------------------------------------------------------------------------------
 
+#: the bin of a tombstone: a record ``delete`` left so the delete survives a node restart
+TOMBSTONE_BIN = "_deleted"
+_TOMBSTONE_ATTEMPTS = 16
+
 # Result code -> (segments error class, what it means). Codes not listed become StorageError.
 _CODES: dict[int, tuple[type[SegmentsError], str]] = {
     # client-side codes
@@ -531,7 +535,8 @@ class AerospikeStore:
                 raise self._row_error(result.result, what)
             for key, row in zip(chunk, result.batch_records, strict=True):
                 if row.result == _OK and row.record is not None:
-                    out.append(self._record(row.record, set_name, key))
+                    record = self._record(row.record, set_name, key)
+                    out.append(None if TOMBSTONE_BIN in record.bins else record)
                 elif row.result == _NOT_FOUND:
                     out.append(None)
                 else:
@@ -557,7 +562,10 @@ class AerospikeStore:
             try:
                 _, record_meta, _ = client.operate(akey, write_ops, meta=meta or None, policy=policy)
             except aex.RecordExistsError as exc:
-                raise Conflict(f"record {set_name}/{key} already exists (a create-only write)") from exc
+                tombstone = self._tombstone_generation(set_name, key)
+                if tombstone is None:
+                    raise Conflict(f"record {set_name}/{key} already exists (a create-only write)") from exc
+                return self.put(set_name, key, bins, generation=tombstone)  # deleted: create over it
             except aex.RecordGenerationError as exc:
                 raise Conflict(
                     f"record {set_name}/{key} is no longer at generation {generation}: "
@@ -608,26 +616,56 @@ class AerospikeStore:
             start = end
 
     def delete(self, set_name: str, key: str, *, generation: int | None = None) -> bool:
-        akey = self._key(self._set(set_name), key)
-        what = self._what("delete of", set_name, key)
-        client = self._conn()
-        with _translated(what, self._where):
-            try:
-                if generation is None:
-                    client.remove(akey, policy=self._remove_policies["any"])
-                else:
-                    client.remove(akey, policy={**self._remove_policies["gen"], "generation": generation})
-            except aex.RecordNotFound as exc:
-                if generation:
-                    raise Conflict(
-                        f"record {set_name}/{key} does not exist (expected generation {generation})"
-                    ) from exc
+        """Delete durably: the record is replaced by a tombstone that reads as missing.
+
+        Community Edition has no durable deletes: a removed record comes back
+        when the node restarts from its device, so a deleted segment (or
+        audience, or window config) would reappear. A tombstone is a normal
+        write and stays; a create-only ``put`` replaces it. ``delete_many``
+        removes for real, for garbage only (see there).
+        """
+        for _ in range(_TOMBSTONE_ATTEMPTS):
+            live = self._live_generation(set_name, key)
+            if generation == 0:  # "must not exist"
+                if live is not None:
+                    raise Conflict(f"record {set_name}/{key} exists (a delete that expected none)")
                 return False
-            except aex.RecordGenerationError as exc:
-                raise Conflict(f"record {set_name}/{key} is not at generation {generation}") from exc
-        return True
+            if live is None:
+                if generation is not None:
+                    raise Conflict(f"record {set_name}/{key} does not exist (expected generation {generation})")
+                return False
+            if generation is not None and live != generation:
+                raise Conflict(f"record {set_name}/{key} is not at generation {generation}")
+            try:
+                self.put(set_name, key, {TOMBSTONE_BIN: 1}, generation=live)
+            except Conflict:
+                if generation is not None:
+                    raise
+                continue  # changed between the read and the tombstone: read again
+            return True
+        raise Conflict(f"record {set_name}/{key} kept changing while being deleted")
+
+    def _live_generation(self, set_name: str, key: str) -> int | None:
+        """The generation of the record when it exists and is not a tombstone."""
+        found = self.get_many(set_name, [key])[0]
+        return None if found is None else found.generation
+
+    def _tombstone_generation(self, set_name: str, key: str) -> int | None:
+        """The generation of the record when it is a tombstone (``None``: live or missing)."""
+        full = self._set(set_name)
+        what = self._what("read of", set_name, key)
+        with _translated(what, self._where):
+            result = self._conn().batch_read([self._key(full, key)], policy=self._batch_policy)
+        row = result.batch_records[0]
+        if row.result != _OK or row.record is None:
+            return None
+        record = self._record(row.record, set_name, key)
+        return record.generation if TOMBSTONE_BIN in record.bins else None
 
     def delete_many(self, set_name: str, keys: Sequence[str]) -> None:
+        """Remove records for real. On Community Edition they may come back after a node restart,
+        so this is only used for garbage no live record refers to (superseded shard and map
+        records, collected staging parts), which garbage collection removes again."""
         if not keys:
             return
         full = self._set(set_name)
@@ -670,7 +708,9 @@ class AerospikeStore:
                         key,
                     )
                     continue
-                yield key, self._record(raw, set_name, key)
+                record = self._record(raw, set_name, key)
+                if TOMBSTONE_BIN not in record.bins:
+                    yield key, record
             if done:
                 return
 
@@ -744,4 +784,4 @@ def _bins_from_client(bins: Mapping[str, Any], set_name: str, key: str) -> dict[
     return out
 
 
-__all__ = ["AerospikeSettings", "AerospikeStore", "parse_url"]
+__all__ = ["TOMBSTONE_BIN", "AerospikeSettings", "AerospikeStore", "parse_url"]

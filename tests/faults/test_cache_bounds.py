@@ -20,9 +20,9 @@ server, or the real one ``SEGMENTS_TEST_AEROSPIKE`` names).
   within the budget. Before the fix shard maps were kept by count (4,096 of
   them) outside the byte budget: RSS grew by about one map per write.
 
-Known core regression (xfail, strict): since ebb9aca the engine's memo of plans
-keeps the shard maps of up to 1,024 versions outside the budget, and RSS grows
-by a map per write again; see the reason on the mark.
+The engine's memo of plans (since ebb9aca) once kept the shard maps of up to
+1,024 versions outside the budget, and RSS grew by a map per write again; plans
+now hold masks only, and the cache keeps one shard map per segment.
 """
 
 from __future__ import annotations
@@ -168,12 +168,6 @@ def rss_bound_store(store: str) -> BitMap:
     return wide
 
 
-@pytest.mark.xfail(
-    reason="core bug (segments/engine.py Engine._plan, since ebb9aca): the memo of plans keeps "
-    "up to 1,024 Planners, each holding the shard maps of the version it planned, outside the "
-    "cache budget: with a 65,536-shard segment RSS grows ~1 MiB per write again",
-    strict=True,
-)
 def test_rss_stays_bounded_while_a_segment_of_every_shard_keeps_changing(store: str) -> None:
     model = rss_bound_store(store)
     args = ["--cache-bytes", str(BUDGET)]

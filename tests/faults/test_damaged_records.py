@@ -24,9 +24,8 @@ Asserted:
   with exactly the readable members and ``verify`` is clean;
 * ``PUT`` of new members replaces a damaged segment (it rewrites every shard).
 
-Known core bug (xfail, strict): when the *map* is the lost record, ``--fix``
-and ``PUT`` fail with ``CorruptSegment`` (the writer reads the old map even
-for a replace); see the reason on the marks.
+When the *map* is the lost record, ``--fix`` and ``PUT`` repair it too: a
+replace needs nothing of the old version.
 """
 
 from __future__ import annotations
@@ -62,12 +61,6 @@ HEALTHY = {
     "spare": BitMap(range(1, 5 * SHARD, 97)),
 }
 ORIGINAL = BitMap(range(3, 5 * SHARD, 7))
-MAP_BUG = pytest.mark.xfail(
-    reason="core bug: a replace of a segment whose shard map is gone raises CorruptSegment "
-    "(segments/writer.py Writer._read reads the old map through reader.maps even when "
-    "change.replace is set), so `admin verify --fix` exits 2 and PUT answers 500",
-    strict=True,
-)
 
 
 @pytest.fixture(params=["sqlite", "aerospike"])
@@ -256,7 +249,7 @@ def test_a_damaged_segment_fails_at_once_and_alone(kind: str, store: str) -> Non
         print(f"log: {left_out[0][:200]}")
 
 
-@pytest.mark.parametrize("kind", ["shard", pytest.param("map", marks=MAP_BUG)])
+@pytest.mark.parametrize("kind", ["shard", "map"])
 def test_verify_reports_and_fix_repairs_from_the_readable_shards(kind: str, store: str) -> None:
     found = damage(store, kind)
     with start_api_server(store) as api, httpx.Client(base_url=api.base_url, timeout=120) as client:
@@ -292,7 +285,7 @@ def test_verify_reports_and_fix_repairs_from_the_readable_shards(kind: str, stor
         assert metric(client, "segments_damaged_reads") == damaged_before
 
 
-@pytest.mark.parametrize("kind", ["shard", pytest.param("map", marks=MAP_BUG)])
+@pytest.mark.parametrize("kind", ["shard", "map"])
 def test_put_replaces_a_damaged_segment(kind: str, store: str) -> None:
     damage(store, kind)
     fresh = BitMap(range(11, 6 * SHARD, 13))

@@ -564,15 +564,6 @@ def test_a_kill_loses_no_write_acknowledged_before_the_last_flush_and_no_segment
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Community Edition has no durable deletes (durable_delete answers 25, Enterprise only): a "
-        "restarted node loads every record its device still holds, so Segments.delete(), which "
-        "removes the meta record (segments/writer.py), is undone by any restart; the real node and "
-        "the test server alike. A deleted segment needs a tombstone written over its meta."
-    ),
-)
 def test_a_deleted_segment_stays_deleted_across_a_restart() -> None:
     with private_aerospike_target() as target:
         server = target.require_server()
