@@ -96,7 +96,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_expire(args: argparse.Namespace) -> int:
     with connect(args.store) as segs:
         expired = segs.expire()
-    print(json.dumps({"expired": expired}, sort_keys=True))
+    print(json.dumps({"expired": {name: sorted(buckets) for name, buckets in expired.items()}}, sort_keys=True))
     return 0
 
 

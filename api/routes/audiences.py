@@ -199,7 +199,9 @@ async def match_user_by_request(request: Request) -> Response:
 def _match_user(segs: Segments, uid: int, raw: RawBody) -> dict[str, Any]:
     body = parse_model(raw, MatchRequest)
     if (body.expr is None) == (body.audiences is None):
-        raise ApiError(400, "invalid_request", "give either 'expr' or 'audiences' (a list of names), not both")
+        raise ApiError(
+            400, "invalid_request", "give either 'expr' or 'audiences' (a list of names), not both"
+        )
     if body.expr is not None:
         return {"user": uid, "match": segs.matches(uid, body.expr)}
     assert body.audiences is not None

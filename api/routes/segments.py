@@ -14,6 +14,7 @@ retention. Audience names work for membership and export (evaluated now).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -135,7 +136,14 @@ def remove_members(name: NamePath, body: MembersBody, segs: SegmentsDep, at: AtQ
     check_name(name)
     members = parse_members(body, allow_expr=False)
     at_kw = when(members, at)
-    return json_response(info_body(segs.remove(name, members.value, **at_kw)))
+    try:
+        return json_response(info_body(segs.remove(name, members.value, **at_kw)))
+    except SegmentNotFound as exc:
+        if at_kw:
+            raise
+        windowed_or_raise(segs, name, exc)
+    # a windowed segment: the library looks for a plain one when a remove does not say when
+    return json_response(info_body(segs.remove(name, members.value, at=datetime.now(UTC))))
 
 
 @router.get(

@@ -131,7 +131,9 @@ def _bucket_points(
     """One point per bucket of a windowed segment: its start and current size (one batch read)."""
     starts = {b: int(config.start_of(b).timestamp() * 1000) for b in config.buckets}
     chosen = [
-        b for b, ms in starts.items() if (start_ms is None or ms >= start_ms) and (end_ms is None or ms <= end_ms)
+        b
+        for b, ms in starts.items()
+        if (start_ms is None or ms >= start_ms) and (end_ms is None or ms <= end_ms)
     ]
     metas = segs.reader.metas([config.segment(b) for b in chosen])
     points = []
