@@ -33,6 +33,7 @@ from tests.support.require import require
 #: Spark settings of every test session: loopback only, no UI, few shuffle partitions.
 SPARK_CONF = {
     "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.driver.memory": "2g",
@@ -168,3 +169,9 @@ def running_consumer(broker: KafkaBroker, directory: Path, partitions: int = 2) 
 def bitmap_of(values: np.ndarray) -> BitMap:
     """The distinct IDs of an integer array, computed without Spark."""
     return from_ids(values)
+
+
+def report(capsys: Any, text: str) -> None:
+    """Print a measured figure to the terminal even when pytest captures output (``make test-spark``)."""
+    with capsys.disabled():
+        print(text)

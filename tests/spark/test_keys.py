@@ -17,7 +17,7 @@ import segments
 from ingest.spark import push_dataframe, push_memberships
 from segments.errors import InvalidUserKey
 from tests.ingest.harness import unique
-from tests.spark.support import IngestRun, high_watermarks
+from tests.spark.support import IngestRun, high_watermarks, report
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -33,7 +33,8 @@ def translated(store: str, keys: list[str]) -> BitMap:
     return BitMap([i for i in ids if i is not None])
 
 
-def test_keys_of_several_segments_are_translated_once_and_arrive_exactly(spark: Any, ingest: IngestRun) -> None:
+def test_keys_of_several_segments_are_translated_once_and_arrive_exactly(
+        spark: Any, ingest: IngestRun, capsys: pytest.CaptureFixture[str]) -> None:
     from pyspark.sql import functions as F
 
     prefix = unique("keyed").replace("-", "_")
@@ -52,7 +53,7 @@ def test_keys_of_several_segments_are_translated_once_and_arrive_exactly(spark: 
         assert summary.segments[name].users == len(keys)
     everyone = sorted({k for keys in expected_keys.values() for k in keys})
     assert len(everyone) == CUSTOMERS and len(translated(ingest.store, everyone)) == CUSTOMERS  # one ID per key
-    print(f"\n{ROWS:,} rows of {CUSTOMERS:,} keys in 3 segments: pushed in {summary.seconds:.1f} s")
+    report(capsys, f"\n{ROWS:,} rows of {CUSTOMERS:,} keys in 3 segments: pushed in {summary.seconds:.1f} s")
 
     # remove by key: known keys leave the segment, keys never seen are skipped and get no ID
     name = f"{prefix}_s0"

@@ -19,13 +19,13 @@ from ingest.producer import SegmentProducer
 from ingest.spark import push_dataframe
 from tests.ingest.harness import REPO, unique
 from tests.spark.job import PARTS, PER_PART, STEP, sparse_ids
-from tests.spark.support import IngestRun, messages_in, produced, spark_environment
+from tests.spark.support import IngestRun, messages_in, produced, report, spark_environment
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def test_a_killed_push_run_again_with_its_batch_id_converges(spark: Any, ingest: IngestRun,
-                                                            tmp_path: Path) -> None:
+def test_a_killed_push_run_again_with_its_batch_id_converges(spark: Any, ingest: IngestRun, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
     began = time.monotonic()
     name = unique("killed").replace("-", "_")
     batch = unique("run7")
@@ -55,19 +55,19 @@ def test_a_killed_push_run_again_with_its_batch_id_converges(spark: Any, ingest:
             os.killpg(job.pid, signal.SIGKILL)  # the driver, its JVM and the Python workers: one session
             job.wait(30)
     sent_before_kill = len(messages_in(ingest.broker, topic)) - count_before
-    print(f"\nkilled the job after {sent_before_kill} of {PARTS} parts, {time.monotonic() - began:.1f} s in")
+    killed_at = time.monotonic() - began
     assert 0 < sent_before_kill < PARTS, log_path.read_text()[-4000:]
     assert "SENT " not in log_path.read_text()
 
     ingest.caught_up()
     assert ingest.members(name) == old and ingest.version(name) == version  # the half-sent replace is not visible
 
-    print(f"the half-sent replace is not visible, {time.monotonic() - began:.1f} s in")
     summary = push_dataframe(sparse_ids(spark), name, batch=batch, bootstrap_servers=bootstrap, topic=topic)
     expected = BitMap(i * STEP + 11 for i in range(PARTS * PER_PART))
     assert summary.batch == batch and summary.messages == PARTS and summary.users == len(expected)
     ingest.wait_for(name, len(expected))
     ingest.caught_up()
     assert ingest.members(name) == expected
-    print(f"converged, {time.monotonic() - began:.1f} s in")
+    report(capsys, f"\nkilled the job after {sent_before_kill} of {PARTS} parts ({killed_at:.1f} s in); run "
+                   f"again with its batch id, converged {time.monotonic() - began:.1f} s in")
     assert ingest.version(name) == version + 1  # one replace, applied once: the duplicate parts were ignored

@@ -18,7 +18,7 @@ import segments
 from ingest.codec import DEFAULT_MAX_MESSAGE_BYTES, shards_per_message
 from ingest.spark import push_dataframe, push_memberships
 from tests.ingest.harness import unique
-from tests.spark.support import IngestRun, bitmap_of, messages_in
+from tests.spark.support import IngestRun, bitmap_of, messages_in, report
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -58,7 +58,8 @@ def expected_memberships(prefix: str) -> dict[str, BitMap]:
     return out
 
 
-def test_ten_million_rows_of_several_segments_arrive_exactly(spark: Any, ingest: IngestRun) -> None:
+def test_ten_million_rows_of_several_segments_arrive_exactly(spark: Any, ingest: IngestRun,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     prefix = unique("big").replace("-", "_")
     df = memberships(spark, prefix)
     expected = expected_memberships(prefix)
@@ -69,7 +70,7 @@ def test_ten_million_rows_of_several_segments_arrive_exactly(spark: Any, ingest:
     for name, members in expected.items():
         ingest.wait_for(name, len(members), timeout=300)
     visible = time.monotonic() - started
-    print(f"\n{ROWS:,} rows -> {len(expected)} segments ({summary.users:,} users, {summary.messages} messages, "
+    report(capsys, f"\n{ROWS:,} rows -> {len(expected)} segments ({summary.users:,} users, {summary.messages} messages, "
           f"{summary.bytes / 1e6:.1f} MB): pushed in {pushed:.1f} s ({ROWS / pushed:,.0f} rows/s), "
           f"visible in the store after {visible:.1f} s ({ROWS / visible:,.0f} rows/s into visible segments)")
 
@@ -146,7 +147,7 @@ def test_an_empty_dataframe_replace_empties_the_segment(spark: Any, ingest: Inge
     ingest.wait_for(name, 0)
 
 
-def test_a_replace_is_never_seen_half_done(spark: Any, ingest: IngestRun) -> None:
+def test_a_replace_is_never_seen_half_done(spark: Any, ingest: IngestRun, capsys: pytest.CaptureFixture[str]) -> None:
     """A reader polling the segment during a multi-part replace sees the old or the new members only."""
     name = unique("swap").replace("-", "_")
     kwargs = {"bootstrap_servers": ingest.broker.bootstrap_servers, "topic": ingest.topics.updates}
@@ -177,5 +178,5 @@ def test_a_replace_is_never_seen_half_done(spark: Any, ingest: IngestRun) -> Non
     assert summary.segments[name].parts == 3 and summary.messages == 3
     assert set(seen) <= {len(old), len(new)}, sorted(set(seen) - {len(old), len(new)})[:5]
     assert seen[0] == len(old) and seen[-1] == len(new)
-    print(f"\n{len(seen)} reads during the replace: {seen.count(len(old))} old, {seen.count(len(new))} new")
+    report(capsys, f"\n{len(seen)} reads during the replace: {seen.count(len(old))} old, {seen.count(len(new))} new")
     assert ingest.members(name) == BitMap(new)
