@@ -120,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         {
             queries.user_segments: queries.user_segments_by_request,
             queries.reach: queries.reach,
+            audiences.match_user: audiences.match_user_by_request,
+            audiences.match_batch: audiences.match_batch,
             health.healthz: health.healthz_by_request,
         },
     )

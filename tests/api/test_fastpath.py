@@ -1,7 +1,7 @@
 """``api.fastpath``: the hot routes answer exactly as their FastAPI routes did, around the edges too.
 
-``GET /v1/users/{user_id}/segments``, ``POST /v1/reach`` and ``GET /healthz``
-are served by plain Starlette routes put first; their ``APIRoute`` stays
+``GET /v1/users/{user_id}/segments``, ``POST /v1/reach``, the two match routes
+and ``GET /healthz`` are served by plain Starlette routes put first; their ``APIRoute`` stays
 for the schema. Methods, near-miss paths, errors, auth, the route template
 in the metrics and in the access log must not change.
 """
@@ -24,7 +24,13 @@ from tests.api.conftest import SEED, seed_store
 from tests.api.test_errors import error_of
 from tests.support.api_server import start_api_server
 
-HOT = [("GET", "/v1/users/{user_id}/segments"), ("POST", "/v1/reach"), ("GET", "/healthz")]
+HOT = [
+    ("GET", "/v1/users/{user_id}/segments"),
+    ("POST", "/v1/reach"),
+    ("POST", "/v1/users/{user_id}/match"),
+    ("POST", "/v1/match"),
+    ("GET", "/healthz"),
+]
 
 
 def _expected(uid: int) -> list[str]:
