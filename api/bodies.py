@@ -6,7 +6,8 @@ A route reads its body with :func:`read_body` (or the ``MembersBody`` /
 body as soon as it crosses it. Decoding happens in the threadpool, because
 a large ID list or bitmap costs real CPU.
 
-Members bodies carry ``{"ids": [...]}``, ``{"expr": ...}`` (either with an
+Members bodies carry ``{"ids": [...]}``, ``{"keys": [...]}`` (string user keys),
+``{"expr": ...}`` (any with an
 optional ``"at"``: the time bucket of a windowed segment) or portable
 roaring bytes. IDs are validated by the core (``segments.bitmap.to_bitmap``),
 so a bad one is a 400 ``invalid_user_id`` that names it. A body that is
@@ -65,7 +66,7 @@ class RawBody:
 class Members:
     """What a body asked for: a set of IDs (a JSON list or roaring bytes) or an expression."""
 
-    kind: Literal["ids", "expr"]
+    kind: Literal["ids", "keys", "expr"]
     value: Any
     #: the JSON body's ``at`` (a windowed segment's bucket), if it has one; checked by the core
     at: Any = None
@@ -176,7 +177,7 @@ def parse_json(body: RawBody) -> Any:
 
 def parse_members(body: RawBody, *, allow_expr: bool) -> Members:
     """Decode a members body; every problem is a 4xx ``ApiError`` (or a core error later)."""
-    forms = "'ids' or 'expr'" if allow_expr else "'ids'"
+    forms = "'ids', 'keys' or 'expr'" if allow_expr else "'ids' or 'keys'"
     if body.media_type == BINARY:
         return Members("ids", body.data)
     if not _is_json(body.media_type):
@@ -198,7 +199,7 @@ def parse_members(body: RawBody, *, allow_expr: bool) -> Members:
     value = parse_json(body)
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_request", f"the request body must be a JSON object with {forms}")
-    allowed = {"ids", "expr", "at"} if allow_expr else {"ids", "at"}
+    allowed = {"ids", "keys", "expr", "at"} if allow_expr else {"ids", "keys", "at"}
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise ApiError(
@@ -208,7 +209,7 @@ def parse_members(body: RawBody, *, allow_expr: bool) -> Members:
         )
     at = value.pop("at", None)
     if len(value) != 1:
-        message = "give either 'ids' or 'expr', not both" if value else f"the request body needs {forms}"
+        message = f"give one of {forms}, not several" if value else f"the request body needs {forms}"
         raise ApiError(400, "invalid_request", message)
     if "ids" in value:
         ids = value["ids"]
@@ -217,6 +218,13 @@ def parse_members(body: RawBody, *, allow_expr: bool) -> Members:
                 400, "invalid_user_id", f"'ids' must be a JSON array of user IDs, got {type(ids).__name__}"
             )
         return Members("ids", ids, at)
+    if "keys" in value:  # string user keys, validated and translated by the core (api.routes.keys)
+        keys = value["keys"]
+        if not isinstance(keys, list):
+            raise ApiError(
+                400, "invalid_user_key", f"'keys' must be a JSON array of user keys, got {type(keys).__name__}"
+            )
+        return Members("keys", keys, at)
     return Members("expr", value["expr"], at)
 
 

@@ -33,7 +33,7 @@ from .limits import BodyGuardMiddleware, Limits
 from .logging import RequestIdMiddleware
 from .metrics import Metrics, MetricsMiddleware
 from .protocol import HeadMiddleware
-from .routes import audiences, docs, health, page, queries, windows
+from .routes import audiences, docs, health, keys, page, queries, windows
 from .routes import segments as segment_routes
 from .routes.page import STATIC
 from .runtime import tune_malloc
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         windows.router,
         queries.router,
         audiences.router,
+        keys.router,
         health.router,
         page.router,
         docs.router,

@@ -405,7 +405,7 @@ BITMAP_BODY: dict[str, Any] = {
 
 def members_body(*, allow_expr: bool) -> dict[str, Any]:
     """``openapi_extra`` documenting a body read by ``api.bodies``."""
-    json_schema = {"oneOf": [IDS_BODY, EXPR_BODY]} if allow_expr else IDS_BODY
+    json_schema = {"oneOf": [IDS_BODY, KEYS_BODY, EXPR_BODY] if allow_expr else [IDS_BODY, KEYS_BODY]}
     return {
         "requestBody": {
             "required": True,
@@ -486,3 +486,63 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         out[status] = entry
     return out
 
+
+# -- string user keys (api.routes.keys) ---------------------------------------------------------
+
+#: The most user keys (or IDs, for reverse) one request may carry.
+MAX_KEYS_PER_REQUEST = 100_000
+USER_KEY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256,
+    "description": "user key: 1-256 bytes of UTF-8 without control characters, compared exactly",
+}
+_KEY_LIST: dict[str, Any] = {"type": "array", "items": USER_KEY_SCHEMA, "maxItems": MAX_KEYS_PER_REQUEST}
+_ID_LIST: dict[str, Any] = {"type": "array", "items": USER_ID_SCHEMA, "maxItems": MAX_KEYS_PER_REQUEST}
+KEYS_BODY: dict[str, Any] = {
+    "type": "object",
+    "title": "KeysBody",
+    "description": "users by string key: replace and add give keys never seen new IDs; remove skips them",
+    "required": ["keys"],
+    "additionalProperties": False,
+    "properties": {"keys": _KEY_LIST, "at": _AT},
+}
+
+
+class TranslateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: validated by the core (400 ``invalid_user_key`` names the first bad one)
+    keys: Annotated[list[Any], WithJsonSchema(_KEY_LIST)]
+    create: bool = Field(False, strict=True, description="give keys never seen new IDs (scope write)")
+
+
+class TranslateResponse(BaseModel):
+    ids: list[int | None] = Field(description="the ID of each key, in order; null: never seen (without create)")
+
+
+class ReverseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: Annotated[list[Any], WithJsonSchema(_ID_LIST)]
+
+
+class ReverseResponse(BaseModel):
+    keys: list[str | None] = Field(description="the key of each ID, in order; null: no key has that ID")
+
+
+class KeySegments(BaseModel):
+    key: str
+    user_id: int | None = Field(description="the key's ID; null for a key never seen (in no segment)")
+    segments: list[str] = Field(description="names of the segments that contain the user, sorted")
+
+
+class KeyMembership(BaseModel):
+    key: str
+    user_id: int | None
+    member: bool
+
+
+class KeyMatchResponse(BaseModel):
+    key: str
+    user: int | None = Field(description="the key's ID; null for a key never seen (it matches nothing)")
+    match: bool | None = None
+    audiences: dict[str, bool] | None = None

@@ -46,6 +46,7 @@ from ..schemas import (
     members_body,
     responses,
 )
+from .keys import EXPORT_AS_DESCRIPTION, ExportAs, export_keys, member_ids
 
 router = APIRouter(prefix="/v1", tags=["segments"])
 
@@ -106,7 +107,7 @@ def replace_segment(name: NamePath, body: MembersBody, segs: SegmentsDep, at: At
     if members.kind == "expr":
         ids, _ = segs.evaluate_detailed(members.value)
         return json_response(info_body(segs.replace(name, ids, **at_kw)))
-    return json_response(info_body(segs.replace(name, members.value, **at_kw)))
+    return json_response(info_body(segs.replace(name, member_ids(segs, members, create=True), **at_kw)))
 
 
 @router.post(
@@ -121,7 +122,7 @@ def add_members(name: NamePath, body: MembersBody, segs: SegmentsDep, at: AtQuer
     check_name(name)
     members = parse_members(body, allow_expr=False)
     at_kw = when(members, at)
-    return json_response(info_body(segs.add(name, members.value, **at_kw)))
+    return json_response(info_body(segs.add(name, member_ids(segs, members, create=True), **at_kw)))
 
 
 @router.post(
@@ -136,14 +137,15 @@ def remove_members(name: NamePath, body: MembersBody, segs: SegmentsDep, at: AtQ
     check_name(name)
     members = parse_members(body, allow_expr=False)
     at_kw = when(members, at)
+    ids = member_ids(segs, members, create=False)
     try:
-        return json_response(info_body(segs.remove(name, members.value, **at_kw)))
+        return json_response(info_body(segs.remove(name, ids, **at_kw)))
     except SegmentNotFound as exc:
         if at_kw:
             raise
         windowed_or_raise(segs, name, exc)
     # a windowed segment: the library looks for a plain one when a remove does not say when
-    return json_response(info_body(segs.remove(name, members.value, at=datetime.now(UTC))))
+    return json_response(info_body(segs.remove(name, ids, at=datetime.now(UTC))))
 
 
 @router.get(
@@ -303,12 +305,17 @@ def export_segment(
     name: NamePath,
     segs: SegmentsDep,
     format: Annotated[ExportFormat, Query(description="ndjson, csv or roaring")] = ExportFormat.ndjson,
+    as_: Annotated[ExportAs, Query(alias="as", description=EXPORT_AS_DESCRIPTION)] = ExportAs.ids,
 ) -> Response:
     check_name(name)
+    if as_ is ExportAs.keys and format is ExportFormat.roaring:
+        raise ApiError(400, "invalid_request", "as=keys exports ndjson or csv: a roaring bitmap holds IDs only")
     disposition = {"Content-Disposition": f'attachment; filename="{name}.{format.value}"'}
     # Read the first shard here, so a missing segment or a store error becomes a proper
     # error response rather than a stream cut short after a 200.
     first, shards = _first_shard(segs, name)
+    if as_ is ExportAs.keys:
+        return export_keys(segs, first, shards, format is ExportFormat.csv, disposition)
     if format is ExportFormat.roaring:
         whole = BitMap()
         if first is not None:
