@@ -59,7 +59,7 @@ def _connect(settings: IngestSettings, shutdown: _Shutdown) -> segments.Segments
     delay = settings.backoff_initial
     while not shutdown.requested:
         try:
-            return segments.connect(settings.store, set_prefix=settings.set_prefix, cache_bytes=64 << 20)
+            return segments.connect(settings.store, set_prefix=settings.set_prefix, cache_bytes=settings.cache_bytes)
         except StorageUnavailable as exc:
             # only an unreachable store is waited for: a bad URL raises a plain StorageError, whose
             # fault says "transient", but opening it again cannot succeed

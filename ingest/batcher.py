@@ -13,7 +13,10 @@ which rewrites every touched shard once, whatever the number of messages.
 Applying the updates one by one gives the same set.
 
 :func:`plan` groups a batch by ``(segment, source)`` where ``source`` is
-``topic/partition``, drops the messages at or below the segment's recorded
+``topic/partition`` and ``segment`` is the one whose records change: for a
+windowed segment, the bucket the update goes to (``name::bucket``, set on
+the update by :class:`ingest.sink.Sink`), so updates of different buckets
+are never folded together. It drops the messages at or below the segment's recorded
 watermark for that source (already applied before a crash or a rebalance),
 runs replace parts through the segment's :class:`segments.SegmentStaging`
 and folds the rest. ``tests/ingest/test_sink.py`` checks plan plus the sink
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from pyroaring import BitMap, FrozenBitMap
 
@@ -102,6 +106,14 @@ class SegmentWork:
     ids: dict[str, int] = field(default_factory=dict)
     #: counts of replace parts by outcome kind
     parts: dict[str, int] = field(default_factory=dict)
+    #: a bucket of a windowed segment: the windowed segment written through, and the bucket's start
+    windowed: str | None = None
+    at: datetime | None = None
+
+    @property
+    def target(self) -> str:
+        """The name the write goes through (the windowed segment for one of its buckets)."""
+        return self.windowed or self.segment
 
 
 @dataclass
@@ -117,6 +129,9 @@ class Group:
     segment: str
     source: str
     records: list[Consumed]
+    #: see :class:`SegmentWork`
+    windowed: str | None = None
+    at: datetime | None = None
 
 
 def group(records: Sequence[Consumed]) -> tuple[list[Group], list[Rejected]]:
@@ -128,9 +143,11 @@ def group(records: Sequence[Consumed]) -> tuple[list[Group], list[Rejected]]:
         if isinstance(decoded, DecodeError):
             rejected.append(Rejected(record, decoded.reason, decoded.message))
             continue
-        key = (decoded.segment, record.source)
+        key = (decoded.destination, record.source)
         if key not in groups:
-            groups[key] = Group(decoded.segment, record.source, [])
+            bucket = decoded.bucket is not None
+            groups[key] = Group(decoded.destination, record.source, [],
+                                decoded.segment if bucket else None, decoded.at if bucket else None)
         groups[key].records.append(record)
     return list(groups.values()), rejected
 
@@ -154,7 +171,8 @@ def plan(
             out.replayed[(grp.segment, grp.source)] = len(grp.records) - len(fresh)
         if not fresh:
             continue
-        work = SegmentWork(grp.segment, grp.source, fresh[-1].offset, Fold(), fresh)
+        work = SegmentWork(grp.segment, grp.source, fresh[-1].offset, Fold(), fresh,
+                           windowed=grp.windowed, at=grp.at)
         for record in fresh:
             update = record.decoded
             assert isinstance(update, Update)
@@ -197,7 +215,7 @@ class Batch:
             self.started = now
         self.records.append(record)
         if isinstance(record.decoded, Update):
-            self.ids += len(record.decoded.ids)
+            self.ids += record.decoded.size
 
     @property
     def full(self) -> bool:
@@ -220,7 +238,7 @@ class Batch:
         dropped = len(self.records) - len(kept)
         if dropped:
             self.records = kept
-            self.ids = sum(len(r.decoded.ids) for r in kept if isinstance(r.decoded, Update))
+            self.ids = sum(r.decoded.size for r in kept if isinstance(r.decoded, Update))
             if not kept:
                 self.started = None
         return dropped

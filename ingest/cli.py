@@ -1,4 +1,4 @@
-"""``segments ingest`` (the Kafka consumer) and ``segments push`` (publish one file of IDs).
+"""``segments ingest`` (the Kafka consumer) and ``segments push`` (publish one file of IDs or user keys).
 
 Flags override ``SEGMENTS_*`` environment variables, which override the defaults.
 """
@@ -18,7 +18,8 @@ from pyroaring import BitMap
 
 from segments import bitmap as bm
 from segments.cli import add_store_option
-from segments.errors import InvalidBitmap, InvalidUserId, SegmentsError
+from segments.errors import InvalidBitmap, InvalidUserId, InvalidUserKey, SegmentsError
+from segments.keys import check_user_key
 
 from .settings import IngestSettings, KafkaSettings, PushSettings
 
@@ -233,11 +234,86 @@ def _read_csv(stream: IO[bytes], path: str, column: str, progress: Callable[[int
     return out
 
 
+def read_keys(path: str, fmt: str = "auto", column: str = "0", progress: Callable[[int], None] | None = None) -> list[str]:
+    """Read a file of string user keys: ``lines`` (one per line) or ``csv`` (one column).
+
+    Keys are taken exactly as written (only the line ending is dropped; no
+    trimming), and empty lines are skipped. A CSV column given by name is
+    found in the first row (the header); by index, every row is a key.
+    Duplicates are kept once, in first-seen order. Raises ``InputError``
+    naming the line of the first key that is not valid.
+    """
+    kind = _detect_format(path, fmt)
+    if kind not in ("lines", "csv"):
+        raise InputError(f"user keys are read from lines or a CSV column, not from a {kind} file")
+    stream, _ = _open(path)
+    try:
+        keys = _read_csv_keys(stream, path, column, progress) if kind == "csv" else _read_line_keys(stream, path, progress)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    return list(keys)
+
+
+def _checked_key(text: str, path: str, line: int) -> str:
+    try:
+        return check_user_key(text)
+    except InvalidUserKey as exc:
+        raise InputError(f"{path}, line {line}: {exc}") from None
+
+
+def _read_line_keys(stream: IO[bytes], path: str, progress: Callable[[int], None] | None) -> dict[str, None]:
+    keys: dict[str, None] = {}
+    for number, raw in enumerate(stream, 1):
+        if progress:
+            progress(len(raw))
+        line = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if not line:
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}, line {number}: not UTF-8 (byte {exc.start + 1} of the line)") from None
+        keys[_checked_key(text, path, number)] = None
+    return keys
+
+
+def _read_csv_keys(
+    stream: IO[bytes], path: str, column: str, progress: Callable[[int], None] | None
+) -> dict[str, None]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    keys: dict[str, None] = {}
+    index: int | None = int(column) if column.isdigit() else None
+    try:
+        for row_no, row in enumerate(csv.reader(text), 1):
+            if progress:
+                progress(sum(len(c) for c in row) + len(row))
+            if not row:
+                continue
+            if index is None:
+                if column not in row:
+                    raise InputError(f"{path}, line {row_no}: no column named {column!r} in header {row[:10]!r}")
+                index = row.index(column)
+                continue
+            if index >= len(row):
+                raise InputError(f"{path}, line {row_no}: row has {len(row)} columns, column {index} is missing")
+            if row[index]:
+                keys[_checked_key(row[index], path, row_no)] = None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text: {exc}") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: bad CSV: {exc}") from None
+    finally:
+        text.detach()
+    return keys
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     import logging
 
     from tqdm import tqdm  # type: ignore[import-untyped]
 
+    from .codec import at_text
     from .producer import DeliveryError, SegmentProducer, new_batch_id
 
     settings: PushSettings = _settings(PushSettings, args, {
@@ -253,9 +329,21 @@ def _cmd_push(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"segments: error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    if args.keys and args.encoding != "auto":
+        print("segments: error: user keys are always sent as JSON messages: drop --encoding", file=sys.stderr)
+        return 2
+    if args.at is not None:
+        try:
+            at_text(args.at)
+        except SegmentsError as exc:
+            print(f"segments: error: --at: {exc}", file=sys.stderr)
+            return 2
     reading = tqdm(total=size, unit="B", unit_scale=True, desc="read", disable=quiet or None, file=sys.stderr)
     try:
-        ids = read_ids(args.file, args.format, args.column, reading.update)
+        members: BitMap | list[str] = (
+            read_keys(args.file, args.format, args.column, reading.update) if args.keys
+            else read_ids(args.file, args.format, args.column, reading.update)
+        )
     except InputError as exc:
         reading.close()
         print(f"segments: error: {exc}", file=sys.stderr)
@@ -267,7 +355,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
     elif args.batch is not None and args.op != "replace":
         print("segments: error: --batch only applies to --op replace", file=sys.stderr)
         return 2
-    sending = tqdm(total=len(ids), unit="id", unit_scale=True, desc="sent", disable=quiet or None, file=sys.stderr)
+    unit = "key" if args.keys else "id"
+    sending = tqdm(total=len(members), unit=unit, unit_scale=True, desc="sent", disable=quiet or None,
+                   file=sys.stderr)
     try:
         producer = SegmentProducer(
             settings.bootstrap_servers,
@@ -277,7 +367,12 @@ def _cmd_push(args: argparse.Namespace) -> int:
             config=settings.kafka_options,
             delivery_timeout=settings.delivery_timeout,
         )
-        sent = producer.send(args.op, args.segment, ids, batch=batch, wait=True, progress=sending.update)
+        if isinstance(members, list):
+            sent = producer.send_keys(args.op, args.segment, members, batch=batch, at=args.at, wait=True,
+                                      progress=sending.update)
+        else:
+            sent = producer.send(args.op, args.segment, members, batch=batch, at=args.at, wait=True,
+                                 progress=sending.update)
     except DeliveryError as exc:
         sending.close()
         print(f"segments: error: {exc}", file=sys.stderr)
@@ -287,7 +382,8 @@ def _cmd_push(args: argparse.Namespace) -> int:
         print(f"segments: error: {exc}", file=sys.stderr)
         return 2
     sending.close()
-    summary = f"{sent.op} {sent.segment}: {sent.ids} IDs in {sent.messages} messages to {settings.topic}"
+    summary = f"{sent.op} {sent.segment}: {sent.ids} {'keys' if args.keys else 'IDs'} in {sent.messages} messages " \
+        f"to {settings.topic}"
     if sent.batch:
         summary += f" (batch {sent.batch})"
     print(summary)
@@ -325,9 +421,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     push = sub.add_parser(
         "push",
-        help="publish a file of user IDs as an update of one segment",
+        help="publish a file of user IDs or keys as an update of one segment",
         description="Publish add/remove/replace of one segment to Kafka from a file of IDs "
-        "(one per line, a CSV column, or a .roaring bitmap) and wait for delivery.",
+        "(one per line, a CSV column, or a .roaring bitmap), or with --keys of string user keys "
+        "(one per line or a CSV column), and wait for delivery.",
     )
     _add_kafka_options(push)
     push.add_argument("--segment", required=True, help="segment name")
@@ -336,6 +433,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push.add_argument("--format", default="auto", choices=["auto", "lines", "csv", "roaring"],
                       help="input format (default: by extension: .roaring, .csv, else lines)")
     push.add_argument("--column", default="0", help="CSV column: index or header name (default 0)")
+    push.add_argument("--keys", action="store_true",
+                      help="the file holds string user keys (exactly as written, one per line or in the CSV column; "
+                      "a column by index means no header line); the consumer translates them to IDs")
+    push.add_argument("--at", metavar="TIME",
+                      help="windowed segments: the moment whose bucket the update goes to (ISO date or timestamp, "
+                      "e.g. 2026-11-30 or 2026-11-30T14:05:00Z; default: when the consumer applies it)")
     push.add_argument("--batch", help="replace batch id (default: a new unique one)")
     push.add_argument("--encoding", default="auto", choices=["auto", "json", "roaring"],
                       help="message encoding (default auto: JSON up to 64 IDs, else roaring)")
@@ -345,4 +448,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push.set_defaults(func=_cmd_push)
 
 
-__all__ = ["InputError", "ingest_settings", "read_ids", "register"]
+__all__ = ["InputError", "ingest_settings", "read_ids", "read_keys", "register"]

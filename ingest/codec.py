@@ -7,11 +7,23 @@ order). Two value encodings carry the same three operations:
 JSON (small deltas)::
 
     {"op": "add" | "remove", "segment": "name", "ids": [1, 2, 3]}
+    {"op": "add" | "remove", "segment": "name", "keys": ["cust_1", "cust_2"]}
     {"op": "replace", "segment": "name", "batch": "b1", "part": 0, "parts": 3, "ids": [...]}
+
+A JSON message carries either ``ids`` (32-bit user IDs) or ``keys`` (string
+user keys, translated by the consumer: see :mod:`segments.keys`), never both.
+Keys are only checked for being a list here; the consumer validates them when
+it translates them (a bad one is dead-lettered ``invalid_user_key``).
 
 Binary (large deltas): the value is a Roaring portable-format bitmap and the
 headers say what to do with it: ``op``, ``segment``, ``encoding=roaring``
 and, for ``replace``, ``batch``, ``part`` and ``parts``.
+
+Windowed segments: a JSON ``"at"`` (an ISO date or timestamp, or epoch
+seconds as a number) or a binary ``at`` header (ISO text) says which time
+bucket the update goes to (default: the moment the consumer applies it).
+Text that is not a time is a ``bad_time`` decode error; whether the segment
+is windowed and ``at`` is within its retention is the consumer's to check.
 
 ``decode`` never raises on bad input: it returns a :class:`DecodeError`
 with a stable reason code (see :data:`REASONS`), which the consumer sends to
@@ -25,13 +37,16 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, Literal
 
 from pyroaring import BitMap, FrozenBitMap
 
 from segments import bitmap as bm
-from segments.errors import InvalidBitmap, InvalidSegmentName, InvalidUserId
+from segments.errors import BadTime, InvalidBitmap, InvalidSegmentName, InvalidUserId, InvalidUserKey
+from segments.keys import check_user_key
 from segments.names import check_name
+from segments.windows import parse_time
 
 Op = Literal["add", "remove", "replace"]
 Headers = list[tuple[str, str | bytes | None]]
@@ -61,6 +76,7 @@ REASONS: Final[dict[str, str]] = {
     "missing_header": "a binary message lacks a required header",
     "bad_header": "a header value is unreadable or not one of the allowed values",
     "bad_part": "batch, part or parts of a replace are invalid or inconsistent",
+    "bad_time": "at is not an ISO date or timestamp (or, in JSON, epoch seconds)",
 }
 
 
@@ -75,6 +91,23 @@ class Update:
     batch: str | None = None
     part: int | None = None
     parts: int | None = None
+    #: a JSON message's string user keys, as sent (not validated yet): ``ids`` is then empty until
+    #: the consumer translates them
+    keys: Sequence[object] | None = None
+    #: windowed segments: the moment whose bucket the update goes to (``None``: when applied)
+    at: datetime | None = None
+    #: set by the consumer for a windowed segment: the bucket's segment (``name::bucket``)
+    bucket: str | None = None
+
+    @property
+    def destination(self) -> str:
+        """The segment whose records the update changes: its bucket's for a windowed segment."""
+        return self.bucket or self.segment
+
+    @property
+    def size(self) -> int:
+        """IDs or keys carried (what batch limits count)."""
+        return len(self.keys) if self.keys is not None else len(self.ids)
 
 
 @dataclass(frozen=True)
@@ -122,7 +155,7 @@ def _headers(headers: RawHeaders) -> dict[str, str]:
     """The headers this codec reads, decoded; the last occurrence of a name wins."""
     out: dict[str, str] = {}
     for name, raw in headers or ():
-        if name not in ("op", "segment", "encoding", "batch", "part", "parts"):
+        if name not in ("op", "segment", "encoding", "batch", "part", "parts", "at"):
             continue
         if raw is None:
             raise _Reject("bad_header", f"header {name!r} has no value")
@@ -169,19 +202,47 @@ def _decode_json(value: bytes | None) -> Update:
         raise _Reject("bad_json", "the value is JSON nested too deeply to decode") from exc
     if not isinstance(doc, dict):
         raise _Reject("bad_json", f"the value is a JSON {type(doc).__name__}, expected an object")
-    for field in ("op", "segment", "ids"):
+    for field in ("op", "segment"):
         if field not in doc:
             raise _Reject("bad_json", f"field {field!r} is missing")
+    if ("ids" in doc) == ("keys" in doc):
+        raise _Reject("bad_json", "give either 'ids' (user IDs) or 'keys' (user keys), not both"
+                      if "ids" in doc else "field 'ids' (or 'keys') is missing")
     op = _op(doc["op"])
     segment = _segment(doc["segment"])
-    raw_ids = doc["ids"]
-    if not isinstance(raw_ids, list):
-        raise _Reject("bad_json", f"'ids' is a JSON {type(raw_ids).__name__}, expected a list of integers")
-    ids = _json_ids(raw_ids)
+    at = _at(doc.get("at"), "field")
+    keys: list[object] | None = None
+    if "keys" in doc:
+        keys = doc["keys"]
+        if not isinstance(keys, list):
+            raise _Reject("bad_json", f"'keys' is a JSON {type(keys).__name__}, expected a list of strings")
+        ids: BitMap = BitMap()
+    else:
+        raw_ids = doc["ids"]
+        if not isinstance(raw_ids, list):
+            raise _Reject("bad_json", f"'ids' is a JSON {type(raw_ids).__name__}, expected a list of integers")
+        ids = _json_ids(raw_ids)
     if op != "replace":
-        return Update(op, segment, ids)
+        return Update(op, segment, ids, keys=keys, at=at)
     batch, part, parts = _part_fields(doc.get("batch"), doc.get("part"), doc.get("parts"), "field")
-    return Update(op, segment, ids, batch, part, parts)
+    return Update(op, segment, ids, batch, part, parts, keys=keys, at=at)
+
+
+def _at(value: object, what: str) -> datetime | None:
+    """The ``at`` of a message (``None``: not given); text or, in JSON, epoch seconds."""
+    if value is None:
+        return None
+    if what == "header" or isinstance(value, str):
+        if not isinstance(value, str) or not 1 <= len(value) <= 64:
+            raise _Reject("bad_time", f"{what} 'at' is {_show(value)}; expected an ISO date or timestamp "
+                          "(e.g. 2026-11-30 or 2026-11-30T14:05:00Z)")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Reject("bad_time", f"field 'at' is {_show(value)}; expected an ISO date or timestamp, "
+                      "or epoch seconds")
+    try:
+        return parse_time(value)
+    except BadTime as exc:
+        raise _Reject("bad_time", f"{what} {exc}") from exc
 
 
 def _json_ids(values: list[object]) -> BitMap:
@@ -211,13 +272,14 @@ def _decode_binary(value: bytes | None, head: dict[str, str]) -> Update:
                 raise _Reject("missing_header", f"a roaring replace message needs a {name!r} header")
         batch, part, parts = _part_fields(head["batch"], _int_header(head, "part"), _int_header(head, "parts"),
                                           "header")
+    at = _at(head.get("at"), "header")
     if not value:
         raise _Reject("corrupt_bitmap", "the message has no value")
     try:
         ids = bm.deserialize(value)
     except InvalidBitmap as exc:
         raise _Reject("corrupt_bitmap", str(exc)) from exc
-    return Update(op, segment, ids, batch, part, parts)
+    return Update(op, segment, ids, batch, part, parts, at=at)
 
 
 def _int_header(head: dict[str, str], name: str) -> int:
@@ -328,6 +390,81 @@ def _json_value(op: str, segment: str, ids: list[int], extra: dict[str, object])
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
+def at_text(at: object) -> str:
+    """``at`` (a datetime, a date, ISO text or epoch seconds) as the ISO text messages carry.
+
+    ``BadTime`` (code ``bad_time``) if it is not a time.
+    """
+    return parse_time(at).isoformat()
+
+
+def _check_op_batch(op: Op, segment: str, batch: str | None) -> None:
+    _op(op)
+    check_name(segment)
+    if op == "replace":
+        if batch is None or not BATCH_PATTERN.fullmatch(batch):
+            raise ValueError(f"replace needs a batch id of 1-64 characters of [A-Za-z0-9_.:-], got {batch!r}")
+    elif batch is not None:
+        raise ValueError("only replace takes a batch id")
+
+
+def _json_size(key: str) -> int:
+    """Bytes ``key`` takes in a compact JSON list with ``ensure_ascii=False``, its comma included.
+
+    A valid key has no control character, so only ``"`` and ``\\`` are escaped.
+    """
+    return len(key.encode("utf-8")) + 3 + key.count('"') + key.count("\\")
+
+
+def encode_keys(
+    op: Op,
+    segment: str,
+    keys: Sequence[str],
+    *,
+    batch: str | None = None,
+    at: object | None = None,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> list[Message]:
+    """JSON messages carrying string user keys (``"keys"``), each value at most ``max_bytes``.
+
+    Every key is validated first (``InvalidUserKey`` names the first bad one;
+    nothing is encoded then). Duplicates are sent once, in first-seen order.
+    ``add``/``remove`` may become several messages; ``replace`` becomes the
+    parts ``0..n-1`` of ``batch``. ``at``: see :func:`at_text`.
+    """
+    _check_op_batch(op, segment, batch)
+    if max_bytes < 16 * 1024:
+        raise ValueError(f"max_bytes must be at least 16384, got {max_bytes}")
+    unique = list(dict.fromkeys(check_user_key(k) for k in _key_batch(keys)))
+    head: dict[str, object] = {} if at is None else {"at": at_text(at)}
+    budget = max_bytes - 512  # the envelope: op, segment (<= 128), batch fields and at take far less
+    pieces: list[list[str]] = [[]]
+    size = 0
+    for key in unique:
+        cost = _json_size(key)
+        if size + cost > budget and pieces[-1]:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(key)
+        size += cost
+    name = segment.encode("utf-8")
+    out = []
+    for number, piece in enumerate(pieces):
+        doc: dict[str, object] = {"op": op, "segment": segment, **head}
+        if op == "replace":
+            doc.update(batch=batch, part=number, parts=len(pieces))
+        doc["keys"] = piece
+        value = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        out.append(Message(name, value, [], len(piece)))
+    return out
+
+
+def _key_batch(keys: Sequence[str]) -> Sequence[str]:
+    if isinstance(keys, (str, bytes)):
+        raise InvalidUserKey(f"expected a collection of user keys, got a single {type(keys).__name__}")
+    return keys
+
+
 def _json_pieces(ids: BitMap | FrozenBitMap, max_bytes: int) -> list[list[int]]:
     """Split a sorted ID list into runs whose JSON stays well under ``max_bytes`` (≤ 11 bytes per ID)."""
     per_message = max(1, (max_bytes - 512) // 11)
@@ -345,20 +482,34 @@ def encode(
     batch: str | None = None,
     encoding: Literal["auto", "json", "roaring"] = "auto",
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    at: object | None = None,
 ) -> list[Message]:
     """The messages that carry one operation, each value at most ``max_bytes``.
 
     ``add``/``remove`` may become several messages (each applied on its own).
     ``replace`` becomes the parts ``0..n-1`` of ``batch`` (required), made
-    visible together by the consumer.
+    visible together by the consumer. ``at`` (windowed segments: see
+    :func:`at_text`) goes into every message.
     """
-    _op(op)
-    check_name(segment)
-    if op == "replace":
-        if batch is None or not BATCH_PATTERN.fullmatch(batch):
-            raise ValueError(f"replace needs a batch id of 1-64 characters of [A-Za-z0-9_.:-], got {batch!r}")
-    elif batch is not None:
-        raise ValueError("only replace takes a batch id")
+    _check_op_batch(op, segment, batch)
+    when = None if at is None else at_text(at)
+    messages = _encode(op, segment, ids, batch, encoding, max_bytes, when)
+    if when is not None:
+        for message in messages:
+            if message.headers:  # a binary message: its headers say what to do (JSON's value says "at")
+                message.headers.append(("at", when.encode()))
+    return messages
+
+
+def _encode(
+    op: Op,
+    segment: str,
+    ids: BitMap | FrozenBitMap,
+    batch: str | None,
+    encoding: Literal["auto", "json", "roaring"],
+    max_bytes: int,
+    when: str | None,
+) -> list[Message]:
     if encoding == "auto":
         encoding = "json" if len(ids) <= JSON_MAX_IDS else "roaring"
     key = segment.encode("utf-8")
@@ -369,6 +520,8 @@ def encode(
             extra: dict[str, object] = (
                 {"batch": batch, "part": number, "parts": len(pieces)} if op == "replace" else {}
             )
+            if when is not None:
+                extra["at"] = when
             messages.append(Message(key, _json_value(op, segment, values, extra), [], len(values)))
         return messages
     if encoding != "roaring":
@@ -413,8 +566,10 @@ __all__ = [
     "Op",
     "Update",
     "chunks",
+    "at_text",
     "decode",
     "encode",
+    "encode_keys",
     "roaring_message",
     "shards_per_message",
 ]

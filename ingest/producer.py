@@ -4,9 +4,12 @@
 ...     producer.add("premium", [1, 2, 3])
 ...     producer.remove("premium", numpy_array_of_ids)
 ...     producer.replace("active_30d", bitmap)                    # any size: split into parts
+...     producer.add_keys("premium", ["cust_8812", "cust_0042"])  # string user keys
+...     producer.add("paid_bill", [7], at="2026-11-30")           # a windowed segment's bucket
 
 Every call builds the messages of :mod:`ingest.codec` (JSON for a few IDs,
-a Roaring bitmap otherwise), splits them by shard range so each value stays
+a Roaring bitmap otherwise; JSON ``"keys"`` for string user keys, which the
+consumer translates), splits them so each value stays
 under ``max_message_bytes``, keys them by segment name and, unless
 ``wait=False``, waits until Kafka has acknowledged all of them
 (``DeliveryError`` otherwise). The producer is idempotent by default, so
@@ -30,7 +33,7 @@ from segments import bitmap as bm
 from segments.names import check_name
 
 from . import codec
-from .codec import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC, Headers, Op, encode
+from .codec import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TOPIC, Headers, Op, encode, encode_keys
 
 Encoding = Literal["auto", "json", "roaring"]
 
@@ -99,21 +102,70 @@ class SegmentProducer:
 
     # -- operations -------------------------------------------------------
 
-    def add(self, segment: str, ids: object, *, wait: bool = True) -> Sent:
+    # ``at`` (every method): the moment whose time bucket a windowed segment's update goes to (a
+    # datetime, a date, ISO text or epoch seconds; default: when the consumer applies it). The
+    # consumer dead-letters an ``at`` on a plain segment, outside the retention or in the future.
+
+    def add(self, segment: str, ids: object, *, at: object | None = None, wait: bool = True) -> Sent:
         """Add IDs to a segment (created if missing)."""
-        return self.send("add", segment, ids, wait=wait)
+        return self.send("add", segment, ids, at=at, wait=wait)
 
-    def remove(self, segment: str, ids: object, *, wait: bool = True) -> Sent:
+    def remove(self, segment: str, ids: object, *, at: object | None = None, wait: bool = True) -> Sent:
         """Remove IDs from a segment (a missing segment stays missing)."""
-        return self.send("remove", segment, ids, wait=wait)
+        return self.send("remove", segment, ids, at=at, wait=wait)
 
-    def replace(self, segment: str, ids: object, *, batch: str | None = None, wait: bool = True) -> Sent:
+    def replace(
+        self, segment: str, ids: object, *, batch: str | None = None, at: object | None = None, wait: bool = True
+    ) -> Sent:
         """Replace a segment's members, atomically for readers however many parts it takes.
 
         Resending with the same ``batch`` id after a ``DeliveryError`` is
         safe: the consumer ignores parts it already has.
         """
-        return self.send("replace", segment, ids, batch=batch or new_batch_id(), wait=wait)
+        return self.send("replace", segment, ids, batch=batch or new_batch_id(), at=at, wait=wait)
+
+    # -- by string user key (see segments.keys; the consumer translates) -------
+
+    def add_keys(self, segment: str, keys: Iterable[str], *, at: object | None = None, wait: bool = True) -> Sent:
+        """Add users by key; the consumer gives keys it has never seen new IDs."""
+        return self.send_keys("add", segment, keys, at=at, wait=wait)
+
+    def remove_keys(self, segment: str, keys: Iterable[str], *, at: object | None = None, wait: bool = True) -> Sent:
+        """Remove users by key; a key the consumer has never seen is in no segment (nothing is allocated)."""
+        return self.send_keys("remove", segment, keys, at=at, wait=wait)
+
+    def replace_keys(
+        self,
+        segment: str,
+        keys: Iterable[str],
+        *,
+        batch: str | None = None,
+        at: object | None = None,
+        wait: bool = True,
+    ) -> Sent:
+        """``replace`` by key, in parts under one batch id (see :meth:`replace`)."""
+        return self.send_keys("replace", segment, keys, batch=batch or new_batch_id(), at=at, wait=wait)
+
+    def send_keys(
+        self,
+        op: Op,
+        segment: str,
+        keys: Iterable[str],
+        *,
+        batch: str | None = None,
+        at: object | None = None,
+        wait: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> Sent:
+        """Publish one operation by user key as JSON ``"keys"`` messages, each under ``max_message_bytes``.
+
+        Every key is checked before anything is sent (``InvalidUserKey``, code
+        ``invalid_user_key``, names the first bad one); duplicates are sent once.
+        """
+        batch_of_keys = keys if isinstance(keys, (str, bytes)) else list(keys)  # a single string: refused
+        messages = encode_keys(op, segment, batch_of_keys, batch=batch, at=at, max_bytes=self.max_message_bytes)
+        self.publish(messages, wait=wait, progress=progress)
+        return Sent(op, segment, len(messages), sum(m.count for m in messages), batch)
 
     def send(
         self,
@@ -122,13 +174,15 @@ class SegmentProducer:
         ids: object,
         *,
         batch: str | None = None,
+        at: object | None = None,
         wait: bool = True,
         progress: Callable[[int], None] | None = None,
     ) -> Sent:
         """Publish one operation; ``progress(n)`` is called with the IDs of each delivered message."""
         check_name(segment)
         bitmap = bm.to_bitmap(ids)
-        messages = encode(op, segment, bitmap, batch=batch, encoding=self.encoding, max_bytes=self.max_message_bytes)
+        messages = encode(op, segment, bitmap, batch=batch, encoding=self.encoding, max_bytes=self.max_message_bytes,
+                          at=at)
         self.publish(messages, wait=wait, progress=progress)
         return Sent(op, segment, len(messages), len(bitmap), batch)
 
@@ -166,7 +220,6 @@ class SegmentProducer:
             raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
                                             f"topic {self.topic!r} is not available on the brokers: {problem}"))
         return len(topic.partitions)
-
 
     def _produce(
         self,

@@ -68,6 +68,10 @@ class IngestSettings(KafkaSettings):
     batch_max_ids: int = Field(20_000_000, ge=1)
     batch_max_wait: float = Field(0.5, gt=0, le=60)
     write_threads: int = Field(0, ge=0, le=256, description="segments written at once (0: 8 on Aerospike, else 1)")
+    cache_bytes: int = Field(
+        512 << 20, ge=1 << 20,
+        description="the process's cache budget: bitmaps, and a quarter of it for user-key translations",
+    )
     backoff_initial: float = Field(0.2, gt=0, le=60)
     backoff_max: float = Field(30.0, gt=0, le=3600)
 

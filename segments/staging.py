@@ -301,6 +301,7 @@ class StagingStore:
         create: bool = True,
         source: str,
         position: int,
+        at: object | None = None,
     ) -> WriteResult | None:
         """Write one segment's change in the crash-safe order; ``None`` when there was nothing to write.
 
@@ -311,7 +312,8 @@ class StagingStore:
         then ``add`` are applied in one ``apply`` (``create=False``: a missing
         segment raises ``SegmentNotFound``). Both record ``position`` for
         ``source``, so doing it again is harmless. Finished batches are then
-        stored as such and their parts deleted.
+        stored as such and their parts deleted. ``at`` picks the bucket of a
+        windowed ``segment`` (whose ``state`` is then the bucket's).
         """
         if state is not None:
             self.stage(state.to_stage())
@@ -328,10 +330,11 @@ class StagingStore:
                 members -= remove
             if add:
                 members |= add
-            result = self.segs.replace_from(segment, members, source=source, position=position)
+            result = self.segs.replace_from(segment, members, source=source, position=position, at=at)
         else:
             result = self.segs.apply(
-                segment, add=add or None, remove=remove or None, source=source, position=position, create=create
+                segment, add=add or None, remove=remove or None, source=source, position=position, create=create,
+                at=at,
             )
         if state is not None and state.finish_applied({source: position}):
             self.save(state)

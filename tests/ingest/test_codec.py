@@ -121,6 +121,16 @@ BAD: list[tuple[str, bytes | None, bytes | None, Headers | None, str]] = [
                                      "ids": []}), None, "bad_part"),
     ("binary part not a number", b"s", bm.serialize(BitMap([1])),
      roaring_headers("replace", "s", batch="b", part="x", parts=2), "bad_part"),
+    ("ids and keys", b"s", jmsg({"op": "add", "segment": "s", "ids": [1], "keys": ["a"]}), None, "bad_json"),
+    ("keys not a list", b"s", jmsg({"op": "add", "segment": "s", "keys": "a,b"}), None, "bad_json"),
+    ("at not a time", b"s", jmsg({"op": "add", "segment": "s", "ids": [1], "at": "yesterday"}), None, "bad_time"),
+    ("at a list", b"s", jmsg({"op": "add", "segment": "s", "keys": ["a"], "at": [2026, 11, 30]}), None,
+     "bad_time"),
+    ("at a bool", b"s", jmsg({"op": "add", "segment": "s", "ids": [1], "at": True}), None, "bad_time"),
+    ("at epoch milliseconds", b"s", jmsg({"op": "add", "segment": "s", "ids": [1], "at": 1764633600000000}), None,
+     "bad_time"),
+    ("at header not a time", b"s", bm.serialize(BitMap([1])), roaring_headers("add", "s", at="30/11/2026"),
+     "bad_time"),
 ]
 
 

@@ -56,6 +56,7 @@ BAD: list[tuple[str, bytes | None, bytes | None, list[tuple[str, str | bytes | N
     ("bad_header", b"good", BitMap([1]).serialize(), [("encoding", b"zstd")]),
     ("bad_part", b"good", j({"op": "replace", "segment": "good", "batch": "b", "part": 5, "parts": 2, "ids": []}),
      []),
+    ("bad_time", b"good", j({"op": "add", "segment": "good", "ids": [1], "at": "the day before"}), []),
 ]
 
 
