@@ -15,6 +15,12 @@ counted while fetching, decoding, merging, writing and committing are.
 ``SEGMENTS_BATCH_MAX_IDS`` caps a batch at ~1/12 of the IDs, so the run takes
 several batches.
 
+Keys: :func:`keys_vs_ids` sends the same JSON ``add`` messages (100 users each) twice, once
+with the users' integer IDs and once with their string user keys, into fresh topics and stores,
+and measures both the same way; the keys run twice, once never seen (the consumer creates
+every key) and once known (created in the store beforehand; the consumer's cache starts cold).
+The issue's goal: keys at least half the IDs/s of the integer IDs.
+
 Freshness: with the consumer idle and caught up, one new ID is produced
 (``add``, waiting for the broker's acknowledgement) and ``Segments.reach``
 is polled every millisecond until it reflects the ID.
@@ -126,14 +132,28 @@ def throughput(
         producer.flush()
     produce_s = time.perf_counter() - started
     expect = {n: len(p) for n, p in zip(names, per, strict=True)}
-    batch_ids = max(100_000, ids // 12)
-    consumer = Consumer(
-        broker.bootstrap_servers,
-        topic,
-        store,
-        {"SEGMENTS_BATCH_MAX_IDS": str(batch_ids), **SHORT_WAITS},
-        level="info",
+    out = _consume(broker, topic, store, names, expect, max(100_000, ids // 12))
+    log(
+        f"  {encoding}: {ids:,} IDs in {messages} messages, {out['ids_per_s'] / 1e6:.2f}M IDs/s "
+        f"(produced in {produce_s:.1f} s)"
     )
+    return {"ids": ids, "messages": messages, "produce_seconds": produce_s, **out}
+
+
+def _consume(
+    broker: Any, topic: str, store: str, names: list[str], expect: dict[str, int], batch_ids: int,
+    split: int | None = None, max_messages: int | None = None, cache_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Run the consumer over a filled topic until the store holds ``expect``; the rate and its timeline.
+
+    ``split``: also the rates before and after the store first holds that many IDs.
+    """
+    env = {"SEGMENTS_BATCH_MAX_IDS": str(batch_ids), **SHORT_WAITS}
+    if max_messages is not None:  # small messages: a batch is every message of one poll (up to 10,000)
+        env["SEGMENTS_BATCH_MAX_MESSAGES"] = str(max_messages)
+    if cache_bytes is not None:
+        env["SEGMENTS_CACHE_BYTES"] = str(cache_bytes)
+    consumer = Consumer(broker.bootstrap_servers, topic, store, env, level="info")
     samples: list[tuple[float, int]] = []
     assigned_at: float | None = None
     try:
@@ -165,21 +185,93 @@ def throughput(
     else:  # no assignment line seen: count from the first visible write (overestimates)
         (t0, n0), since = moving[0], "first visible write"
     rate = (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
-    log(
-        f"  {encoding}: {ids:,} IDs in {messages} messages, {rate / 1e6:.2f}M IDs/s (produced in {produce_s:.1f} s)"
-    )
+    halves: dict[str, float] = {}
+    if split is not None:
+        ts, ns = next((t, n) for t, n in moving if n >= split)
+        halves = {
+            "first_ids_per_s": (ns - n0) / (ts - t0) if ts > t0 else float("nan"),
+            "second_ids_per_s": (n1 - ns) / (t1 - ts) if t1 > ts else float("nan"),
+        }
     return {
-        "ids": ids,
-        "messages": messages,
+        **halves,
         "seconds": t1 - t0,
         "ids_per_s": rate,
         "counted_ids": n1 - n0,
         "counted_from": since,
-        "produce_seconds": produce_s,
         "batch_max_ids": batch_ids,
         "polls": len(samples),
         "progress": [(round(t - t0, 4), n) for t, n in moving][:400],
     }
+
+
+def keys_vs_ids(
+    broker: Any, users: int, seed: int, workdir: Path, log: Log, per_message: int = 100, rounds: int = 4
+) -> dict[str, Any]:
+    """The same JSON ``add`` messages with integer IDs and with user keys: IDs/s of each.
+
+    Each topic holds ``rounds`` rounds of the same users, each round to its own segments. With
+    keys, the first round's keys are new (the consumer creates them) and the later rounds' are
+    known and in the consumer's translation cache (warm: the consumer runs with a 2 GiB cache
+    budget, a quarter of it for translations); a third run has every key created in the store
+    beforehand, so its first round reads them (cold cache). The rates of the first round and of
+    the later ones are measured from the consumer's progress (the sum of the segments' sizes).
+    """
+    from ingest.producer import SegmentProducer
+
+    rng = random.Random(seed)
+    keys = list(dict.fromkeys(
+        f"cust_{rng.getrandbits(48):012x}" if i % 2 else str(uuid.UUID(int=rng.getrandbits(128)))
+        for i in range(users)
+    ))
+    chunks = [keys[i : i + per_message] for i in range(0, len(keys), per_message)]
+    rows = [[f"keyed_{r}_{i}" for i in range(4)] for r in range(rounds)]
+    names = [n for row in rows for n in row]
+    expect = dict.fromkeys(names, 0)
+    for row in rows:
+        for number, chunk in enumerate(chunks):
+            expect[row[number % len(row)]] += len(chunk)
+    out: dict[str, Any] = {"users": len(keys), "per_message": per_message, "rounds": rounds,
+                           "messages": rounds * len(chunks)}
+    for run in ("ids", "keys", "keys created beforehand"):
+        topic = f"bench-keys-{uuid.uuid4().hex[:8]}"
+        broker.create_topic(topic, 1)
+        broker.create_topic(f"{topic}.dlq", 1)
+        store = f"sqlite:///{workdir / f'{topic}.db'}"
+        if run == "keys created beforehand":
+            with segments.connect(store) as client:
+                client.keys.create(keys)
+        with SegmentProducer(broker.bootstrap_servers, topic=topic, encoding="json") as producer:
+            for row in rows:
+                start = 0  # IDs dense from 0, like the translator's
+                for number, chunk in enumerate(chunks):
+                    name = row[number % len(row)]
+                    if run == "ids":
+                        producer.send("add", name, range(start, start + len(chunk)), wait=False)
+                    else:
+                        producer.send_keys("add", name, chunk, wait=False)
+                    start += len(chunk)
+            producer.flush()
+        result = _consume(broker, topic, store, names, expect, len(keys), split=len(keys),
+                          max_messages=max(20, len(chunks) // 10), cache_bytes=2 << 30)
+        if run != "ids":
+            with segments.connect(store) as client:  # every member is one of the keys, once per round
+                assert client.keys.check().ok
+                for row in rows:
+                    got = sorted(k or "" for n in row for k in client.keys.reverse(list(client.evaluate(n))))
+                    assert got == sorted(keys), "the keys ingested are not the keys sent"
+        out[run] = result
+        log(f"  json {run}: {len(keys):,} users x {rounds} rounds in {rounds * len(chunks)} messages: round 1 "
+            f"{result['first_ids_per_s'] / 1e6:.3f}M IDs/s, rounds 2-{rounds} "
+            f"{result['second_ids_per_s'] / 1e6:.3f}M IDs/s")
+    ids = out["ids"]
+    out["ratios"] = {
+        "new keys / ids": out["keys"]["first_ids_per_s"] / ids["first_ids_per_s"],
+        "known keys, warm cache / ids": out["keys"]["second_ids_per_s"] / ids["second_ids_per_s"],
+        "known keys, cold cache / ids": out["keys created beforehand"]["first_ids_per_s"] / ids["first_ids_per_s"],
+    }
+    log("  keys / ids: " + ", ".join(f"{k.split(' / ')[0]} {v:.2f}" for k, v in out["ratios"].items())
+        + " (goal: >= 0.5)")
+    return out
 
 
 def freshness(
@@ -248,6 +340,7 @@ def run(cfg: Config, log: Log) -> dict[str, Any]:
             out["json"] = throughput(
                 broker, cfg.users, min(cfg.ingest_json_ids, cfg.users), "json", cfg.seed, workdir, log
             )
+            out["json_keys"] = keys_vs_ids(broker, min(cfg.ingest_json_ids, cfg.users), cfg.seed, workdir, log)
             out["freshness"] = freshness(broker, cfg.freshness_samples, workdir, log)
             out["freshness_fast"] = freshness(broker, cfg.freshness_samples, workdir, log, SHORT_WAITS)
     finally:
