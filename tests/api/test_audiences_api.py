@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -415,7 +415,8 @@ def test_insights_refusals(client: httpx.Client) -> None:
 # -- auth ----------------------------------------------------------------------------------------
 
 READER, WRITER = "aud-reader-5c1e", "aud-writer-8d2f"
-#: (method, path, JSON body, scope); the audiences ``au`` and ``t_auth_gone`` exist on the secured server
+#: (method, path, JSON body, scope) of every new route; the audiences ``au`` and ``t_auth_gone`` and the
+#: windowed segment ``t_auth_window`` exist on the secured server
 ROUTES: list[tuple[str, str, object, str]] = [
     ("GET", "/v1/audiences", None, "read"),
     ("GET", "/v1/audiences/au", None, "read"),
@@ -425,7 +426,12 @@ ROUTES: list[tuple[str, str, object, str]] = [
     ("POST", "/v1/match", {"users": [1, 2], "expr": "au"}, "read"),
     ("POST", "/v1/insights", {"expr": "au", "segments": ["even"]}, "read"),
     ("GET", "/v1/users/4/segments?audiences=true", None, "read"),
+    ("GET", "/v1/segments/even/history", None, "read"),
+    ("POST", "/v1/reach/history", {"expr": "even", "from": "2026-01-01", "to": "2026-01-03"}, "read"),
+    ("POST", "/v1/reach", {"expr": "even", "as_of": "2026-01-01"}, "read"),
     ("PUT", "/v1/audiences/au", {"expr": "even & triple"}, "write"),
+    ("PUT", "/v1/segments/t_auth_window/window", {"granularity": "day", "retention": 30}, "write"),
+    ("POST", "/v1/segments/t_auth_window/add", {"ids": [1], "at": datetime.now(UTC).date().isoformat()}, "write"),
     ("PUT", "/v1/audiences/t_auth_new", {"expr": "vip"}, "write"),
     ("DELETE", "/v1/audiences/t_auth_gone", None, "write"),
 ]
@@ -438,6 +444,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     with segments.connect(url) as segs:
         segs.define_audience("au", "even & triple")
         segs.define_audience("t_auth_gone", "vip")
+        segs.create_windowed("t_auth_window", granularity="day", retention=30)
     with start_api_server(url, {"SEGMENTS_API_KEYS": f"{READER}:read;{WRITER}:write"}) as server:
         with httpx.Client(base_url=server.base_url, timeout=30) as c:
             yield c
