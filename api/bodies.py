@@ -209,7 +209,12 @@ def parse_members(body: RawBody, *, allow_expr: bool) -> Members:
         )
     at = value.pop("at", None)
     if len(value) != 1:
-        message = f"give one of {forms}, not several" if value else f"the request body needs {forms}"
+        given = [f for f in ("ids", "keys", "expr") if f in value]
+        message = (
+            f"the request body needs {forms}" if not given
+            else f"give either {given[0]!r} or {given[1]!r}, not both" if len(given) == 2
+            else f"give one of {forms}, not several"
+        )
         raise ApiError(400, "invalid_request", message)
     if "ids" in value:
         ids = value["ids"]
