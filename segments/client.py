@@ -173,7 +173,7 @@ class Segments:
         if at is None:
             try:
                 result = self.writer.apply(name, change)
-            except NameTaken:
+            except (NameTaken, SegmentNotFound):  # a windowed name: not a segment of its own
                 config = self.windows.config(name, fresh=True)
                 if config is None:
                     raise
@@ -274,6 +274,8 @@ class Segments:
             config = configs.get(ref.name)
             if config is None:
                 if ref.window is not None:
+                    if self.reader.meta(ref.name) is None:
+                        raise SegmentNotFound([ref.name])
                     raise BadTime(f"segment {ref.name!r} is not windowed: [{ref.window}] cannot apply to it")
                 continue
             replace_map[ref] = self.windows.resolve(config, ref.window, when)
@@ -416,9 +418,8 @@ class Segments:
         try:
             return self.reader.consistent(body)
         except SegmentNotFound:
-            if self.audiences.get_many([name])[name] is None:
-                raise
-        return self.matches(uid, name)  # an audience
+            pass
+        return self.matches(uid, name)  # an audience or a windowed segment (unknown: SegmentNotFound)
 
     def segments_of(self, user_id: int, *, max_staleness: float | None = None) -> list[str]:
         """Names of the segments that contain ``user_id``, sorted.
@@ -645,10 +646,13 @@ class Segments:
     def insights(self, expr: str | dict[str, object] | Expr, segments: Sequence[str] | None = None) -> Insights:
         """Which segments over- and under-index in the audience ``expr`` (all segments by default)."""
         tree, used = self._resolve(expr)
-        names = [check_name(n) for n in segments] if segments is not None else [
+        names = [check_name(n) for n in dict.fromkeys(segments)] if segments is not None else [
             n for n in self.names() if n != self.universe
         ]
-        result = self.engine.insights(tree, names)
+        stored = self.reader.metas(names)
+        plain = [n for n in names if stored[n] is not None]
+        derived = {n: self._resolve(n)[0] for n in names if stored[n] is None}  # audiences, windowed
+        result = self.engine.insights(tree, plain, derived)
         return replace(result, audiences=used) if used else result
 
     def audiences_of(self, user_id: int) -> list[str]:
@@ -680,18 +684,16 @@ class Segments:
         except UniverseNotFound:
             raise
         except SegmentNotFound as exc:
-            found = self.audiences.get_many(exc.names)
-            unknown = [n for n, a in found.items() if a is None]
-            if unknown:
-                raise SegmentNotFound(unknown) from None
-            plain = [n for n in ordered if n not in found]
+            # audiences and windowed segments: evaluated as expressions (an unknown name raises)
+            derived = list(exc.names)
+            plain = [n for n in ordered if n not in derived]
             bitmaps, versions = {}, {}
             if plain:
                 bitmaps, snap = self.engine.whole(plain)
                 versions = {n: snap.metas[n].version for n in plain}
-            for name in found:
+            for name in derived:
                 bitmaps[name], used = self.evaluate_detailed(name)
-                versions[name] = used[name]
+                versions[name] = used.get(name, 0)
         sizes = [len(bitmaps[n]) for n in ordered]
         matrix = [[0] * len(ordered) for _ in ordered]
         for i, a in enumerate(ordered):
@@ -709,8 +711,8 @@ class Segments:
         if a writer replaces it before the last shard was read).
         """
         check_name(name)
-        if self.reader.meta(name) is None and self.audiences.get_many([name])[name] is not None:
-            return bm.split_by_shard(self.evaluate(name))  # an audience: evaluated now, then streamed
+        if self.reader.meta(name) is None:  # an audience or a windowed segment: evaluated now, then streamed
+            return bm.split_by_shard(self.evaluate(name))
         return self.reader.stream(name)
 
     # -- lifecycle --------------------------------------------------------

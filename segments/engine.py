@@ -10,7 +10,7 @@ cardinality-only final step when only the count is wanted (:mod:`.evaluate`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pyroaring import BitMap, FrozenBitMap
@@ -152,22 +152,29 @@ class Engine:
         bitmaps = {n: b for n, (b, _) in loaded.items()}
         return [holds(expr, uid, bitmaps, self.universe) for uid in uids]
 
-    def insights(self, expr: Expr, names: Sequence[str]) -> Insights:
-        """For each named segment: its overlap with the audience ``expr`` and its lift. One version."""
+    def insights(self, expr: Expr, names: Sequence[str], derived: Mapping[str, Expr] | None = None) -> Insights:
+        """For each named segment: its overlap with the audience ``expr`` and its lift. One version.
+
+        ``derived`` adds rows that are expressions (audiences, windowed segments) under their names.
+        """
+        derived = dict(derived or {})
 
         def body() -> Insights:
-            snap = self.reader.snapshot([*refs(expr), *names], universe=self.universe)
-            plan = Planner(snap.maps, self.universe)
-            loaded = self.load(snap, plan.needs(expr))
-            audience = Evaluator(plan, loaded, self.region_bitmap).eval(expr)
+            extra = [r for e in derived.values() for r in facts(e).refs]
+            snap = self.reader.snapshot([*refs(expr), *names, *extra], universe=self.universe)
+            audience = self._evaluate_in(snap, expr)
             whole = self.load(snap, {n: None for n in dict.fromkeys([*names, self.universe])})
             universe, _ = whole[self.universe]
+            members = {name: whole[name][0] for name in names}
+            members.update({name: self._evaluate_in(snap, tree) for name, tree in derived.items()})
             size, total = len(audience), len(universe)
             rows = []
-            for name in dict.fromkeys(names):
-                members, _ = whole[name]
-                both = audience.intersection_cardinality(members)
-                in_universe = self._in_universe(name, members, snap.maps[name], snap.maps[self.universe], universe)
+            for name, bitmap in members.items():
+                both = audience.intersection_cardinality(bitmap)
+                if name in derived:
+                    in_universe = bitmap.intersection_cardinality(universe)
+                else:
+                    in_universe = self._in_universe(name, bitmap, snap.maps[name], snap.maps[self.universe], universe)
                 share_a = both / size if size else 0.0
                 share_u = in_universe / total if total else 0.0
                 index = share_a / share_u * 100 if share_u else None
@@ -177,6 +184,12 @@ class Engine:
             return Insights(size, total, rows, versions)
 
         return self.reader.consistent(body)
+
+    def _evaluate_in(self, snap: Snapshot, expr: Expr) -> BitMap:
+        """``expr`` evaluated on the versions of ``snap`` (may be a cached bitmap: do not mutate)."""
+        plan = Planner(snap.maps, self.universe)
+        loaded = self.load(snap, plan.needs(expr))
+        return Evaluator(plan, loaded, self.region_bitmap).eval(expr)
 
     def _in_universe(self, name: str, members: BitMap, smap: ShardMap, umap: ShardMap, universe: BitMap) -> int:
         """``|segment & universe|``, remembered per pair of versions (it changes only when one does)."""

@@ -60,7 +60,9 @@ class WindowConfig:
         return _GRANULARITY[self.granularity]
 
     def bucket_of(self, at: datetime) -> str:
-        return at.astimezone(UTC).strftime(_FORMAT[self.granularity])
+        when = at.astimezone(UTC)
+        day = f"{when.year:04d}{when.month:02d}{when.day:02d}"  # strftime's %Y does not pad years < 1000
+        return day if self.granularity == "day" else f"{day}{when.hour:02d}"
 
     def start_of(self, bucket: str) -> datetime:
         return datetime.strptime(bucket, _FORMAT[self.granularity]).replace(tzinfo=UTC)
@@ -74,9 +76,12 @@ class WindowConfig:
         return f"{self.name}{BUCKET_SEP}empty"
 
     def oldest_kept(self, now: datetime) -> datetime:
-        """The start of the oldest bucket inside the retention at ``now``."""
+        """The start of the oldest bucket inside the retention at ``now`` (clamped at year 1)."""
         current = self.start_of(self.bucket_of(now))
-        return current - self.step * (self.retention - 1)
+        try:
+            return current - self.step * (self.retention - 1)
+        except OverflowError:
+            return datetime.min.replace(tzinfo=UTC)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -283,13 +288,16 @@ class Windows:
                     f"{config.granularity} buckets"
                 )
             count = span // config.step
-            first = config.bucket_of(config.start_of(newest) - config.step * (count - 1))
+            try:
+                first = config.bucket_of(config.start_of(newest) - config.step * (count - 1))
+            except OverflowError:
+                first = config.bucket_of(datetime.min.replace(tzinfo=UTC))
             last = newest
         else:
             assert window.start is not None and window.end is not None
             first = config.bucket_of(datetime(window.start.year, window.start.month, window.start.day, tzinfo=UTC))
-            end = datetime(window.end.year, window.end.month, window.end.day, tzinfo=UTC) + timedelta(days=1)
-            last = min(config.bucket_of(end - config.step), newest)
+            day_end = datetime(window.end.year, window.end.month, window.end.day, 23, 59, 59, tzinfo=UTC)
+            last = min(config.bucket_of(day_end), newest)
         chosen = [Ref(config.segment(b)) for b in config.buckets if first <= b <= last]
         if not chosen:
             return Ref(config.empty_segment)

@@ -151,3 +151,22 @@ def test_an_audience_may_use_a_windowed_segment(connect_fresh) -> None:  # type:
     assert segs.matches(2, "recent_gold") and not segs.matches(1, "recent_gold")
     with pytest.raises(NameTaken, match="an audience"):
         segs.replace("recent_gold", [1])
+
+
+def test_windowed_names_work_wherever_a_segment_does(connect_fresh) -> None:  # type: ignore[no-untyped-def]
+    segs = connect_fresh()
+    segs.replace("all", range(100))
+    segs.replace("a", range(50))
+    segs.create_windowed("w")
+    segs.add("w", [1, 2, 60])
+    segs.remove("w", [2])  # without at: today's bucket
+    assert sorted(segs.evaluate("w")) == [1, 60]
+    assert segs.overlap(["w", "a"]).matrix == [[2, 1], [1, 50]]
+    assert segs.contains("w", 60) and not segs.contains("w", 2)
+    assert sorted(i for _, part in segs.iter_shards("w") for i in part) == [1, 60]
+    assert {r.segment: r.both for r in segs.insights("a", ["w", "a"]).rows} == {"a": 50, "w": 1}
+    # far-away moments resolve to no bucket instead of failing
+    assert segs.reach("w[7d]", as_of="0001-01-01") == 0
+    assert segs.reach("w[9999-12-31]") == 0
+    with pytest.raises(segments.SegmentNotFound):
+        segs.reach("nope[7d]")
