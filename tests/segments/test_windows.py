@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from segments.errors import BadTime, NameTaken
+from segments.errors import BadTime, NameTaken, SegmentNotFound
 from segments.expressions import And, Expr, Ref
 from segments.expressions.ast import Window
 
@@ -168,5 +168,5 @@ def test_windowed_names_work_wherever_a_segment_does(connect_fresh) -> None:  # 
     # far-away moments resolve to no bucket instead of failing
     assert segs.reach("w[7d]", as_of="0001-01-01") == 0
     assert segs.reach("w[9999-12-31]") == 0
-    with pytest.raises(segments.SegmentNotFound):
+    with pytest.raises(SegmentNotFound):
         segs.reach("nope[7d]")
