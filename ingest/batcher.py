@@ -75,6 +75,8 @@ class Consumed:
     value: bytes | None
     headers: RawHeaders
     decoded: Update | DecodeError
+    #: the message's Kafka timestamp (ms since the epoch; ``None`` when the broker gives none)
+    timestamp_ms: int | None = None
 
     @property
     def source(self) -> str:

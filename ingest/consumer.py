@@ -54,6 +54,7 @@ from typing import Final
 
 from confluent_kafka import (
     OFFSET_INVALID,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -266,7 +267,9 @@ class IngestConsumer:
         assert topic is not None and partition is not None and offset is not None
         key, value = message.key(), message.value()
         headers = _raw_headers(message.headers())
-        return Consumed(topic, partition, offset, key, value, headers, decode(key, value, headers))
+        kind, stamp = message.timestamp()
+        timestamp = stamp if kind != TIMESTAMP_NOT_AVAILABLE and stamp is not None and stamp > 0 else None
+        return Consumed(topic, partition, offset, key, value, headers, decode(key, value, headers), timestamp)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         parts = {(tp.topic, tp.partition) for tp in partitions}

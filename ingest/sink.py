@@ -8,8 +8,8 @@ Before planning, :meth:`Sink.prepare` resolves what the messages say in the
 deployment's terms:
 
 * **time buckets**: an update of a windowed segment goes to the bucket of its
-  ``at`` (default: the moment the consumer first sees the message, kept for
-  the retries of its batch), so it is planned, folded, watermarked and
+  ``at`` (default: the message's Kafka timestamp, so a replay places it in the
+  same bucket; without one, the moment the consumer first saw it), so it is planned, folded, watermarked and
   written as an update of that bucket (``name::bucket``). An ``at`` on a
   segment that is not windowed, outside the retention or in the future is
   dead-lettered ``bad_time``;
@@ -241,6 +241,10 @@ class Sink:
         return configs, broken
 
     def _time_of(self, record: Consumed, now: datetime) -> datetime:
+        """When a message without ``at`` happened: its Kafka timestamp, so that a replay after a
+        crash places it in the same bucket; without one, the moment it was first seen here."""
+        if record.timestamp_ms is not None:
+            return datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
         ident = (record.topic, record.partition, record.offset)
         when = self._times.get(ident)
         if when is None:
