@@ -258,7 +258,7 @@ def _translate(request: Request, segs: Segments, raw: RawBody) -> dict[str, Any]
     f"{MAX_KEYS_PER_REQUEST:,} IDs.",
     response_model=ReverseResponse,
     responses=_BODY_ERRORS,
-    openapi_extra={**json_body(ReverseRequest), **BEARER_SECURITY},
+    openapi_extra=json_body(ReverseRequest),  # the ReadAccess dependency lists the bearer requirement
     dependencies=[ReadAccess],
 )
 def reverse_ids(raw: KeysBody, segs: SegmentsDep) -> Response:
