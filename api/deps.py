@@ -13,7 +13,6 @@ from segments.errors import StorageUnavailable
 from segments.storage import open_store
 
 from .metrics import Metrics
-from .nonblocking import GuardedStore
 from .settings import Settings
 
 
@@ -39,9 +38,8 @@ class Connection:
             if self._segments is None:
                 if self._closed:
                     raise StorageUnavailable("the API is shutting down")
-                # segments.connect(url, ...) with the store behind the guard of run_nonblocking
                 self._segments = Segments(
-                    GuardedStore(open_store(self.settings.store)),
+                    open_store(self.settings.store),
                     universe=self.settings.universe,
                     cache_bytes=self.settings.cache_bytes,
                     lookup_staleness=self.settings.lookup_staleness,

@@ -8,7 +8,7 @@
   the responses), and ``segments_reach_total{outcome}``.
 * ``segments_lookups_total{path}``: ``GET /v1/users/{id}/segments`` answered on the
   ``event_loop`` (fresh metadata snapshot, cached shards: no I/O) or in the
-  ``threadpool`` (the lookup had to read the store; see ``api.nonblocking``).
+  ``threadpool`` (the lookup had to read the store; see ``api.lookups``).
 * ``segments_cache_hits_total`` / ``segments_cache_misses_total`` /
   ``segments_cache_shard_fetches_total`` / ``segments_cache_evictions_total``,
   ``segments_cache_bytes``, ``segments_cache_entries``: the in-process bitmap cache.

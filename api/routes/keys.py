@@ -41,7 +41,6 @@ from ..bodies import Members, RawBody, parse_model, query_body, read_body
 from ..deps import SegmentsDep, get_segments
 from ..errors import ApiError
 from ..limits import Limits
-from ..nonblocking import run_nonblocking
 from ..responses import json_response
 from ..schemas import (
     MATCH_BODY,
@@ -140,11 +139,11 @@ def path_key(request: Request, key: str) -> str:
     openapi_extra=BEARER_SECURITY,
 )
 async def user_segments_by_key(request: Request, key: KeyPath) -> Response:
-    # like GET /v1/users/{id}/segments: auth inline, answered on the event loop when no store I/O is needed
+    # like GET /v1/users/{id}/segments, auth inline; the key is translated in the threadpool
     authorize(request, "read")
     key = path_key(request, key)
     segs = await get_segments(request)
-    (uid, names), _ = await run_nonblocking(_segments_of_key, segs, key)
+    uid, names = await run_in_threadpool(_segments_of_key, segs, key)
     return json_response({"key": key, "user_id": uid, "segments": names})
 
 

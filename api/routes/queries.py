@@ -3,7 +3,7 @@
 These are the hot paths. ``reach`` and the user lookup skip FastAPI's
 dependency machinery (auth inline, one explicit thread hop for decoding the
 body and for the blocking store and bitmap work; none for a lookup that
-needs no I/O, see ``api.nonblocking``), and all of them write their JSON with
+needs no I/O, see ``api.lookups``), and all of them write their JSON with
 ``json.dumps``: no response model is validated on the way out. Query bodies
 are small (``SEGMENTS_MAX_QUERY_BODY_BYTES``) and are decoded in the
 threadpool, never on the event loop. ``took_ms`` is the engine's time,
@@ -24,12 +24,12 @@ from starlette.responses import Response
 from segments import ReachResult, Segments
 from segments.errors import SegmentsError
 
+from .. import lookups
 from ..auth import BEARER_SECURITY, ReadAccess, authorize
 from ..bodies import QueryBody, RawBody, parse_model, query_body
 from ..deps import SegmentsDep, get_segments
 from ..errors import ApiError
 from ..metrics import Metrics
-from ..nonblocking import run_nonblocking
 from ..responses import json_response
 from ..schemas import (
     REACH_BODY,
@@ -132,11 +132,11 @@ async def user_segments(
     ] = False,
 ) -> Response:
     # Sits inside payment fraud checks: kept as lean as reach (see there), and answered on the
-    # event loop when the library needs no I/O for it (api.nonblocking), which saves the thread hop.
+    # event loop when the library can answer from memory (api.lookups), which saves the thread hop.
     authorize(request, "read")
     uid = parse_user_id(user_id)
     segs = await get_segments(request)
-    names, inline = await run_nonblocking(segs.segments_of, uid)
+    names, inline = await lookups.segments_of(segs, uid)
     metrics: Metrics = request.app.state.metrics
     (metrics.lookups_inline if inline else metrics.lookups_threaded).inc()
     if audiences:

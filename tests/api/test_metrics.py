@@ -19,7 +19,7 @@ import segments
 from api.metrics import Metrics
 from segments import Segments
 from segments.storage import Record, Store, open_store
-from tests.api.test_nonblocking import RecordingStore
+from tests.api.test_lookups import RecordingStore
 
 
 def samples(text: str) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""``api.nonblocking``: lookups answered on the event loop never touch the store there.
+"""``api.lookups``: lookups answered on the event loop never touch the store there.
 
 The store of these tests records the thread of every call it gets; the
 property checked is that none comes from the event loop's thread, whatever
@@ -12,70 +12,38 @@ import asyncio
 import random
 import re
 import threading
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.nonblocking import GuardedStore, WouldBlock, run_nonblocking
+from api import lookups
 from segments import Segments
-from segments.storage import Bins, Record, Store, open_store
+from segments.storage import Store, open_store
+from segments.storage.forwarding import ForwardingStore
 from tests.api.conftest import seed_store
 from tests.support.api_server import start_api_server
 
 SHARD = 1 << 16
 
 
-class RecordingStore:
+class RecordingStore(ForwardingStore):
     """A real store that notes the thread of every call."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.threads: list[int] = []
 
-    def _note(self) -> None:
-        self.threads.append(threading.get_ident())
-
-    def get_many(self, set_name: str, keys: Sequence[str]) -> list[Record | None]:
-        self._note()
-        return self.inner.get_many(set_name, keys)
-
-    def put(self, set_name: str, key: str, bins: Bins, *, generation: int | None = None) -> int:
-        self._note()
-        return self.inner.put(set_name, key, bins, generation=generation)
-
-    def put_many(self, set_name: str, items: Sequence[tuple[str, Bins]]) -> None:
-        self._note()
-        self.inner.put_many(set_name, items)
-
-    def delete(self, set_name: str, key: str, *, generation: int | None = None) -> bool:
-        self._note()
-        return self.inner.delete(set_name, key, generation=generation)
-
-    def delete_many(self, set_name: str, keys: Sequence[str]) -> None:
-        self._note()
-        self.inner.delete_many(set_name, keys)
-
-    def scan(self, set_name: str) -> Iterator[tuple[str, Record]]:
-        self._note()
-        return self.inner.scan(set_name)
-
-    def ping(self) -> None:
-        self._note()
-        self.inner.ping()
-
-    def close(self) -> None:
-        self.inner.close()
+    def before(self, op: str, set_name: str | None) -> None:
+        if op != "close":
+            self.threads.append(threading.get_ident())
 
 
 def _open(tmp_path: Path, staleness: float) -> tuple[Segments, RecordingStore]:
     recorder = RecordingStore(open_store(f"sqlite:///{tmp_path / 'guard.db'}"))
-    return Segments(GuardedStore(recorder), lookup_staleness=staleness), recorder
+    return Segments(recorder, lookup_staleness=staleness), recorder
 
 
 MODEL: dict[str, set[int]] = {
@@ -111,7 +79,7 @@ def test_lookups_never_read_the_store_on_the_event_loop(tmp_path: Path, stalenes
                 model[name].add(uid)
             uid = probes[step % len(probes)]
             calls_before = len(recorder.threads)
-            names, inline = await run_nonblocking(segs.segments_of, uid)
+            names, inline = await lookups.segments_of(segs, uid)
             assert names == _expected(model, uid), (step, uid)
             if inline:
                 assert len(recorder.threads) == calls_before  # answered without the store
@@ -145,37 +113,13 @@ def test_answers_are_exact_whichever_way_they_ran(
     async def scenario() -> list[list[str]]:
         loop_thread = threading.get_ident()
         recorder.threads.clear()
-        answers = [(await run_nonblocking(segs.segments_of, uid))[0] for uid in [*probes, *probes]]
+        answers = [(await lookups.segments_of(segs, uid))[0] for uid in [*probes, *probes]]
         assert loop_thread not in recorder.threads
         return answers
 
     answers = asyncio.run(scenario())
     assert answers == [_expected(model, uid) for uid in [*probes, *probes]]
     segs.close()
-
-
-def test_the_guard_is_armed_only_inside_run_nonblocking(tmp_path: Path) -> None:
-    store = GuardedStore(open_store(f"sqlite:///{tmp_path / 'plain.db'}"))
-    store.put("s", "k", {"v": 1})
-    assert store.get_many("s", ["k"])[0] is not None  # outside: an ordinary store
-
-    def reads() -> Any:
-        return store.get_many("s", ["k"])[0].bins  # type: ignore[union-attr]
-
-    def fails_inline() -> None:
-        raise ValueError("not a store call")
-
-    async def scenario() -> None:
-        bins, inline = await run_nonblocking(reads)
-        assert (bins, inline) == ({"v": 1}, False)  # the store call moved it to the threadpool
-        assert (await run_nonblocking(len, "abc")) == (3, True)
-        with pytest.raises(ValueError, match="not a store call"):
-            await run_nonblocking(fails_inline)  # other errors are not retried
-        assert store.get_many("s", ["k"])[0] is not None  # disarmed again
-
-    asyncio.run(scenario())
-    assert issubclass(WouldBlock, BaseException) and not issubclass(WouldBlock, Exception)
-    store.close()
 
 
 def _lookups(client: httpx.Client) -> dict[str, float]:
