@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("engine", "sets", "cold", "breakdown", "scaling", "memory", "http", "ingest")
+SECTIONS = (
+    "engine", "sets", "cold", "breakdown", "scaling", "overhead", "coldstart", "scale", "memory", "http", "ingest",
+)  # fmt: skip
 BENCH_DIR = Path(__file__).resolve().parent
 
 
@@ -33,7 +35,13 @@ class Config:
     scaling: tuple[int, ...] = (1_000_000, 5_000_000, 10_000_000)
     bandwidth_bytes: int = 1 << 30
     bandwidth_repeats: int = 5
-    membership_segments: int = 200
+    membership_segments: int = 500
+    #: user lookups also on an Aerospike (the test server, or SEGMENTS_TEST_AEROSPIKE's)
+    aerospike_lookups: bool = True
+    #: universe sizes of the scale model
+    scale_users: tuple[int, ...] = (5_000_000, 10_000_000, 50_000_000, 100_000_000)
+    #: CRoaring's benchmarks/realdata folder (``--realdata``)
+    realdata: Path | None = None
     http_requests: int = 3000
     http_seconds: float = 6.0
     http_cold_starts: int = 5
@@ -55,6 +63,7 @@ QUICK = Config(
     cold_rounds=5,
     budget_s=2.0,
     scaling=(1_000_000, 2_000_000),
+    scale_users=(1_000_000, 2_000_000, 5_000_000),
     bandwidth_bytes=256 << 20,
     bandwidth_repeats=3,
     http_requests=400,
@@ -77,6 +86,7 @@ SMOKE = replace(
     cold_rounds=2,
     budget_s=0.5,
     scaling=(100_000,),
+    scale_users=(100_000, 200_000),
     bandwidth_bytes=64 << 20,
     bandwidth_repeats=1,
     membership_segments=20,
@@ -102,6 +112,11 @@ def parse_args(argv: list[str] | None) -> Config:
     )
     parser.add_argument("--out", type=Path, help="directory for RESULTS.md, results.json and charts/")
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
+    parser.add_argument(
+        "--realdata",
+        type=Path,
+        help="CRoaring's benchmarks/realdata folder (census1881, weather_sept_85, ...): engine vs pyroaring on it",
+    )
     args = parser.parse_args(argv)
     cfg = SMOKE if args.smoke else QUICK if args.quick else Config()
     changes: dict[str, Any] = {}
@@ -120,6 +135,8 @@ def parse_args(argv: list[str] | None) -> Config:
         changes["out"] = args.out
     if args.no_charts:
         changes["charts"] = False
+    if args.realdata:
+        changes["realdata"] = args.realdata
     return replace(cfg, **changes)
 
 

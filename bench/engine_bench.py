@@ -11,6 +11,9 @@ interleaved rounds:
   store wrapper: planning, cache lookups and evaluation only.
 * ``pyroaring (naive)``: whole bitmaps, operators chained left to right, ``len``.
 * ``chDB``, ``Redis``: see ``baselines.py``.
+* ``fused kernel (prototype)``: the whole expression in one pass of compiled
+  code over dense bitsets (``kernel_proto.py``): what a compiled kernel
+  reaches, for the distance to the floor that pyroaring's operators leave.
 * ``set``: Python sets, on a smaller universe (measured next to the engine
   at that size).
 """
@@ -30,9 +33,13 @@ from segments.storage.forwarding import WRITES, ForwardingStore
 from . import datasets
 from .baselines import ChdbBaseline, RedisBaseline, RedisServer
 from .expressions import HEADLINE, QUERIES, Query, container_bytes, naive_count, set_count, touched_bytes
+from .kernel_proto import FusedKernel
 from .machine import Bandwidth
 from .processes import Log
 from .timing import Timing, interleaved
+
+#: the method name of the compiled-kernel prototype
+KERNEL = "fused kernel (prototype)"
 
 
 class MemoizedMeta(ForwardingStore):
@@ -144,6 +151,15 @@ def run_reach(
             mem.replace(name, bitmap)
         mem.overlap(names)
         clients["engine (memory://)"] = mem
+    kernel: FusedKernel | None = None
+    if with_memory_store:
+        started = time.perf_counter()
+        kernel = FusedKernel(ds.bitmaps, ds.users)
+        if kernel.skipped:
+            section.skipped[KERNEL] = kernel.skipped
+            kernel = None
+        else:
+            section.load_seconds[KERNEL] = time.perf_counter() - started
     chdb = ChdbBaseline()
     why = chdb.prepare(ds)
     if why:
@@ -168,6 +184,8 @@ def run_reach(
             expect = naive_count(tree, ds.bitmaps)
             methods: dict[str, Callable[[], int]] = {k: partial(c.reach, tree) for k, c in clients.items()}
             methods["pyroaring (naive)"] = partial(naive_count, tree, ds.bitmaps)
+            if kernel is not None:
+                methods[KERNEL] = partial(kernel.count, kernel.program(tree))
             slow = {"pyroaring (naive)": settings.slow_rounds}
             if "chDB" not in section.skipped:
                 methods["chDB"] = partial(chdb.reach, chdb.sql(tree))

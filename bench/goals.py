@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 Results = dict[str, Any]
 Measured = tuple[float | None, str]
-#: what the limit and the measured value are: seconds, a ratio, or IDs per second
-Unit = Literal["s", "ratio", "ids_per_s"]
+#: what the limit and the measured value are: seconds, a ratio, IDs per second, or a count
+Unit = Literal["s", "ratio", "ids_per_s", "count"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,54 @@ def _memory_worst(results: Results) -> Measured:
     return float(memory[name]["x_serialized"]), f"`{name}`"
 
 
+def _worst_query(results: Results) -> Measured:
+    engine = results.get("engine")
+    if not isinstance(engine, dict) or not engine.get("queries"):
+        return None, why_not_measured(engine)
+    worst = max(engine["queries"], key=lambda q: q["timings"]["engine"].get("x_floor") or 0.0)
+    return float(worst["timings"]["engine"]["x_floor"]), f"`{worst['text']}`"
+
+
+def _tiny_overhead(method: str) -> Callable[[Results], Measured]:
+    def measure(results: Results) -> Measured:
+        part = (results.get("overhead") or {}).get("tiny") if isinstance(results.get("overhead"), dict) else None
+        if not isinstance(part, dict) or not part.get("queries"):
+            return None, why_not_measured(results.get("overhead"))
+        query = part["queries"][0]
+        return float(query["timings"][method]["overhead_s"]), f"`{query['text']}`"
+
+    return measure
+
+
+def _realdata(results: Results) -> Measured:
+    overhead = results.get("overhead")
+    part = overhead.get("realdata") if isinstance(overhead, dict) else None
+    if not isinstance(part, dict) or "median_x_pyroaring" not in part:
+        return None, why_not_measured(part if part is not None else overhead)
+    return float(part["median_x_pyroaring"]), "median over every query of every data set"
+
+
+def _path(*path: str, note: str = "") -> Callable[[Results], Measured]:
+    """The value at ``path`` of the results (``None`` with the reason when a part is missing)."""
+
+    def measure(results: Results) -> Measured:
+        node: Any = results
+        for i, name in enumerate(path):
+            if not isinstance(node, dict) or name not in node:
+                return None, why_not_measured(node if i else None)
+            node = node[name]
+        return float(node), note
+
+    return measure
+
+
+def _scale_points(results: Results) -> Measured:
+    scale = results.get("scale")
+    if not isinstance(scale, dict) or "points" not in scale:
+        return None, why_not_measured(scale)
+    return float(len(scale["points"])), "universe sizes measured; the model is in its section"
+
+
 GOALS: tuple[Goal, ...] = (
     Goal(
         "headline_floor",
@@ -130,19 +178,100 @@ GOALS: tuple[Goal, ...] = (
     ),
     Goal("http_p99", "… p99 at most {limit}", 15e-3, "s", True, _section_field("http", "hot", "latency", "p99_s")),
     Goal(
+        "queries_floor",
+        "Every query of the benchmark's set, hot (`Segments.reach`, sqlite store): at most {limit} its floor "
+        "(measured: the worst)",
+        1.5, "ratio", True, _worst_query,
+    ),
+    Goal(
+        "overhead_memory",
+        "Fixed per-query overhead on tiny segments, `memory://`, metadata read per query: at most {limit} over "
+        "pyroaring doing the same", 10e-6, "s", True, _tiny_overhead("memory://, query_staleness=0"),
+    ),
+    Goal(
+        "overhead_memory_stale",
+        "… `memory://`, bounded-staleness metadata (`query_staleness`): at most {limit}",
+        10e-6, "s", True, _tiny_overhead("memory://, query_staleness=1"),
+    ),
+    Goal(
+        "overhead_sqlite",
+        "… sqlite, metadata read per query: at most {limit}",
+        20e-6, "s", True, _tiny_overhead("sqlite, query_staleness=0"),
+    ),
+    Goal(
+        "overhead_sqlite_stale",
+        "… sqlite, bounded-staleness metadata: at most {limit}",
+        20e-6, "s", True, _tiny_overhead("sqlite, query_staleness=1"),
+    ),
+    Goal(
+        "realdata",
+        "CRoaring's real data sets, 4-term reaches: engine at most {limit} pyroaring doing the same",
+        3.0, "ratio", True, _realdata,
+    ),
+    Goal(
+        "http_reach_budget",
+        "HTTP hot reach p50 at most {limit} (engine time + the budgeted bare Starlette round trips, same client, "
+        "same run)", 1.0, "ratio", True, _path("http", "budgets", "reach", "x_budget"),
+    ),
+    Goal(
+        "http_lookup_budget",
+        "… user lookups likewise (engine: in-process `segments_of`): at most {limit}",
+        1.0, "ratio", True, _path("http", "budgets", "lookup", "x_budget"),
+    ),
+    Goal(
+        "http_match_budget",
+        "… per-user checks likewise (`POST /v1/users/{{id}}/match`, engine: `Segments.matches`): at most {limit}",
+        1.0, "ratio", True, _path("http", "budgets", "match", "x_budget"),
+    ),
+    Goal(
         "membership_p99",
-        "User lookup `GET /v1/users/{{id}}/segments` over HTTP: p99 at most {limit}",
-        2e-3, "s", True, _section_field("http", "membership", "latency", "p99_s"),
+        "User lookup `GET /v1/users/{{id}}/segments` over HTTP, sqlite: p99 at most {limit}",
+        1e-3, "s", True, _section_field("http", "membership", "latency", "p99_s"),
+    ),
+    Goal(
+        "lookup_http_p99_aerospike",
+        "… Aerospike (test server, or the real one of `SEGMENTS_TEST_AEROSPIKE`): p99 at most {limit}",
+        1e-3, "s", True, _path("http", "aerospike", "membership", "latency", "p99_s"),
+    ),
+    Goal(
+        "lookup_p99_sqlite",
+        "User lookup in this process (`segments_of`, default staleness), sqlite: p99 at most {limit}",
+        0.3e-3, "s", True, _path("http", "membership_engine", "lookup_staleness=0.25", "p99_s"),
+    ),
+    Goal(
+        "lookup_p99_aerospike",
+        "… Aerospike: p99 at most {limit}",
+        0.3e-3, "s", True, _path("http", "aerospike", "engine", "lookup_staleness=0.25", "p99_s"),
     ),
     Goal(
         "ingest_binary",
         "Ingest, binary messages: at least {limit} per consumer process",
-        1e6, "ids_per_s", False, _section_field("ingest", "binary", "ids_per_s"),
+        20e6, "ids_per_s", False, _section_field("ingest", "binary", "ids_per_s"),
     ),
     Goal(
         "freshness_p99",
         "Freshness, default settings: p99 from produce to visible in a reach at most {limit}",
-        1.0, "s", True, _section_field("ingest", "freshness", "p99_s"),
+        0.1, "s", True, _section_field("ingest", "freshness", "p99_s"),
+    ),
+    Goal(
+        "workers",
+        "`--workers N` hot reach throughput at least {limit} N × one worker's (same client, concurrent connections)",
+        0.9, "ratio", False, _path("http", "hot_c8_workers", "x_one_worker_each"),
+    ),
+    Goal(
+        "coldstart_sqlite",
+        "Cold start, sqlite: first reach after a restart (5 dense segments) at most {limit} one batch read of "
+        "its records", 2.0, "ratio", True, _path("coldstart", "sqlite", "x_batch_read"),
+    ),
+    Goal(
+        "coldstart_aerospike",
+        "… Aerospike: at most {limit}",
+        2.0, "ratio", True, _path("coldstart", "aerospike", "x_batch_read"),
+    ),
+    Goal(
+        "scale_points",
+        "Scale model: measured at {limit} universe sizes at least",
+        4, "count", False, _scale_points,
     ),
     Goal(
         "memory_total",

@@ -142,3 +142,12 @@ def rss_bytes() -> int:
     """Resident set size of this process."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_total_bytes() -> int:
+    """Physical memory of the machine (``MemTotal`` of ``/proc/meminfo``), 0 when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -39,6 +39,19 @@ DERIVED: dict[str, str] = {
     "bookkeeping_bytes": "a segment's `cached_bytes` − `bitmap_only_bytes` (what the cache keeps besides the bitmap)",
     "memory_total": "the sums of `serialized_bytes` and `cached_bytes` over the segments, and their `x_serialized`",
     "api_overhead_s": "HTTP hot reach p50 − the engine's own `took_ms` p50 in the same requests (`engine_took`)",
+    "overhead_s": "a tiny-segment method's median − the median of `pyroaring` on the same query (same rounds)",
+    "x_pyroaring": "a real-data query's engine median ÷ pyroaring's (same rounds)",
+    "median_x_pyroaring": "the median of `x_pyroaring` over a data set's queries, and over every query of every set",
+    "budgets": "per HTTP route: `engine_s` (the engine's p50 for it), `bare_s` (the bare app's p50 for the same "
+    "requests), `budget_s` = `engine_s` + `budget_factor` × `bare_s`, `http_s` (the route's p50) and "
+    "`x_budget` = `http_s` ÷ `budget_s`",
+    "x_one_worker_each": "throughput with `workers` workers ÷ (`workers` × the one-worker throughput, same "
+    "connections)",
+    "worker_rss_max_bytes": "the largest resident size among a server's worker processes (`worker_rss_bytes`)",
+    "worker_rss_total_bytes": "the sum of the resident sizes of a server's worker processes",
+    "x_batch_read": "a store's cold first-reach median ÷ its one-batch-read median (same rounds)",
+    "model": "the scale model (`scale_model`): least-squares lines over the measured sizes and their values "
+    "at each target size",
     "goals": "each row of `bench/goals.py`: its limit, the value it measures (`measured`) and whether it is met",
 }
 
@@ -103,6 +116,7 @@ UNIT_FORMATS: dict[str, Callable[[float | None], str]] = {
     "s": fmt_time,
     "ratio": fmt_ratio,
     "ids_per_s": lambda v: f"{fmt_millions(v)} IDs/s",
+    "count": fmt_count,
 }
 
 
@@ -156,8 +170,162 @@ def derive(raw: Results) -> Results:
     http = results.get("http")
     if isinstance(http, dict) and "hot" in http and http.get("engine_took"):
         http["api_overhead_s"] = http["hot"]["latency"]["median_s"] - http["engine_took"]["median_s"]
+    if isinstance(http, dict) and "hot" in http:
+        _derive_http(http)
+    overhead = results.get("overhead")
+    if isinstance(overhead, dict):
+        _derive_overhead(overhead)
+    coldstart = results.get("coldstart")
+    if isinstance(coldstart, dict):
+        for store in ("sqlite", "aerospike"):
+            part = coldstart.get(store)
+            if isinstance(part, dict) and "timings" in part:
+                t = part["timings"]
+                part["x_batch_read"] = _div(t["first reach"]["median_s"], t["one batch read"]["median_s"])
+    scale = results.get("scale")
+    if isinstance(scale, dict) and scale.get("points"):
+        scale["model"] = scale_model(scale, http_p50_limit=next(g.limit for g in GOALS if g.key == "http_p50"))
     results["goals"] = [goal.evaluate(results) for goal in GOALS]
     return results
+
+
+def _derive_overhead(overhead: Results) -> None:
+    tiny = overhead.get("tiny")
+    if isinstance(tiny, dict):
+        for q in tiny.get("queries", []):
+            base = q["timings"]["pyroaring"]["median_s"]
+            for method, t in q["timings"].items():
+                if method != "pyroaring":
+                    t["overhead_s"] = t["median_s"] - base
+    real = overhead.get("realdata")
+    if isinstance(real, dict) and real.get("sets"):
+        every: list[float] = []
+        for part in real["sets"].values():
+            ratios = []
+            for q in part["queries"]:
+                q["x_pyroaring"] = _div(q["timings"]["engine"]["median_s"], q["timings"]["pyroaring"]["median_s"])
+                ratios.append(q["x_pyroaring"])
+            part["median_x_pyroaring"] = _median(ratios)
+            every += ratios
+        real["median_x_pyroaring"] = _median(every)
+
+
+def _median(values: list[float]) -> float | None:
+    ordered = sorted(v for v in values if v is not None)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _derive_http(http: Results) -> None:
+    for key in ("hot_c8", "hot_c8_workers"):
+        row = http.get(key)
+        if isinstance(row, dict) and row.get("worker_rss_bytes"):
+            row["worker_rss_max_bytes"] = max(row["worker_rss_bytes"])
+            row["worker_rss_total_bytes"] = sum(row["worker_rss_bytes"])
+    workers, one = http.get("hot_c8_workers"), http.get("hot_c8")
+    if isinstance(workers, dict) and isinstance(one, dict) and "workers" in workers:
+        workers["x_one_worker_each"] = _div(workers["throughput_rps"], workers["workers"] * one["throughput_rps"])
+    factor = http.get("budget_factor")
+    if factor is None:
+        return
+    lookups = http.get("membership_engine") or {}
+    sources = {
+        "reach": (http.get("engine_took"), http.get("bare_reach"), http.get("hot")),
+        "lookup": (lookups.get(http.get("default_lookup", "")), http.get("bare_lookup"), http.get("membership")),
+        "match": (lookups.get("matches"), http.get("bare_match"), http.get("match")),
+    }
+    budgets: dict[str, Any] = {}
+    for name, (engine, bare, route) in sources.items():
+        if not engine or not bare or not route:
+            continue
+        engine_s, bare_s, http_s = engine["median_s"], bare["latency"]["median_s"], route["latency"]["median_s"]
+        budget = engine_s + factor * bare_s
+        budgets[name] = {
+            "engine_s": engine_s,
+            "bare_s": bare_s,
+            "budget_s": budget,
+            "http_s": http_s,
+            "x_budget": _div(http_s, budget),
+        }
+    http["budgets"] = budgets
+
+
+def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``y = a + b x``; ``(a, b)`` (one point: through the origin)."""
+    n = len(xs)
+    if n == 1:
+        return 0.0, ys[0] / xs[0] if xs[0] else 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def scale_model(scale: Results, *, http_p50_limit: float) -> Results:
+    """The scale model: lines fitted over the measured sizes, their values at the targets, and the limits.
+
+    Every quantity ``y`` measured at sizes ``u`` (millions of users) is fitted
+    by least squares to ``y = a + b × u`` (``intercept`` a, ``per_million`` b)
+    and evaluated at each target (``a + b × millions``):
+
+    * ``query_s[key]``: a query's hot engine median;
+    * ``segment_bytes``: cache bytes of one segment, the mean over the data
+      set's shapes (``dense_segment_bytes``: of ``s60`` alone, bitmap containers);
+    * ``replace_s``: one ``Segments.replace`` of the 10 %-dense segment.
+
+    Then, per target: ``replica_bytes`` = ``segments`` × ``segment_bytes`` (the
+    cache one replica needs to hold every segment hot), ``replicas_for_memory``
+    = ⌈``replica_bytes`` ÷ ``replica_memory_bytes``⌉, ``aerospike_nodes`` =
+    ⌈``replica_bytes`` × ``replication`` ÷ ``replica_memory_bytes``⌉ (an
+    in-memory namespace on nodes with this machine's memory). ``limits``: the
+    users at which one process's cache of every segment fills its memory
+    (``(replica_memory_bytes ÷ segments − a) ÷ b`` millions), and at which the
+    headline query reaches the HTTP p50 goal (``(limit − a) ÷ b``).
+    """
+    points = sorted(scale["points"], key=lambda p: p["users"])
+    xs = [p["users"] / 1e6 for p in points]
+    assumptions = scale["assumptions"]
+    fits: dict[str, Any] = {}
+
+    def fit(name: str, ys: list[float]) -> None:
+        a, b = _line(xs, ys)
+        fits[name] = {"intercept": a, "per_million": b}
+
+    for key in points[0]["queries"]:
+        fit(f"query_s[{key}]", [p["queries"][key]["timings"]["engine"]["median_s"] for p in points])
+    fit("segment_bytes", [sum(p["cache_bytes"].values()) / len(p["cache_bytes"]) for p in points])
+    fit("dense_segment_bytes", [p["cache_bytes"]["s60"] for p in points])
+    fit("replace_s", [p["ingest"]["replace_s"] for p in points])
+    memory, count = assumptions["replica_memory_bytes"], assumptions["segments"]
+    targets = []
+    for users in scale["targets"]:
+        millions = users / 1e6
+        at = {name: f["intercept"] + f["per_million"] * millions for name, f in fits.items()}
+        replica = count * at["segment_bytes"]
+        targets.append(
+            {
+                "users": users,
+                "millions": millions,
+                "values": at,
+                "replica_bytes": replica,
+                "replicas_for_memory": -(-replica // memory) if memory else None,
+                "aerospike_nodes": -(-(replica * assumptions["replication"]) // memory) if memory else None,
+            }
+        )
+    seg = fits["segment_bytes"]
+    head = fits.get("query_s[q5]")
+    limits = {
+        "memory_users": (memory / count - seg["intercept"]) / seg["per_million"] * 1e6
+        if seg["per_million"] > 0
+        else None,
+        "latency_limit_s": http_p50_limit,
+        "latency_users": (http_p50_limit - head["intercept"]) / head["per_million"] * 1e6
+        if head and head["per_million"] > 0
+        else None,
+    }
+    return {"fits": fits, "targets": targets, "limits": limits}
 
 
 # -- the document --------------------------------------------------------------------
@@ -258,6 +426,12 @@ def method_text(results: Results) -> list[str]:
         "benchmark (loopback, no persistence), one bitmap string per segment, the expression as `BITOP` commands "
         "plus `BITCOUNT` in one pipeline (`a - b` is `NOT` then `AND`). **Python sets** run on a smaller "
         "universe, next to the engine at that size.",
+        "* **Fused kernel (prototype)** (`bench/kernel_proto.py`): every segment as a plain dense bitset, the "
+        "whole expression run as one postfix program of compiled C over blocks of words that stay in the "
+        "first-level cache, counted with `popcount`: one read of each operand, nothing written. It shows what a "
+        "compiled kernel reaches where pyroaring's operators (one whole bitmap per step, array containers written "
+        "member by member) leave the engine; it ignores the plan's shard regions and reads sparse segments as "
+        "dense, so it may read more than the floor counts.",
         "",
     ]
 
@@ -267,6 +441,7 @@ def _methods(timings: dict[str, Any]) -> list[str]:
         "engine",
         "engine, no store read",
         "engine (memory://)",
+        "fused kernel (prototype)",
         "pyroaring (naive)",
         "chDB",
         "Redis",
@@ -321,6 +496,7 @@ def engine_tables(results: Results, charts: Sequence[str]) -> list[str]:
                 fmt_time(q.get("floor_s")),
                 fmt_time(t["engine"]["median_s"]),
                 fmt_ratio(t["engine"].get("x_floor")),
+                cell("fused kernel (prototype)"),
                 cell("pyroaring (naive)"),
                 cell("chDB"),
                 cell("Redis"),
@@ -337,6 +513,7 @@ def engine_tables(results: Results, charts: Sequence[str]) -> list[str]:
                 "floor",
                 "engine",
                 "engine × floor",
+                "fused kernel prototype",
                 "naive pyroaring",
                 "chDB",
                 "Redis",
@@ -452,11 +629,15 @@ def scaling_table(results: Results, charts: Sequence[str]) -> list[str]:
 
 
 HTTP_ROWS = (
+    ("bare_reach", "bare Starlette app, the same reach requests, one connection"),
     ("hot", "hot reach, one connection"),
     ("hot_c8", "hot reach, concurrent connections"),
     ("hot_c8_workers", "hot reach, concurrent connections, several workers"),
     ("membership", "user lookup, the API's default staleness, one connection"),
     ("membership_stale", "user lookup, `--lookup-staleness` set, one connection"),
+    ("bare_lookup", "bare Starlette app, the same lookup requests"),
+    ("match", "per-user check `POST /v1/users/{id}/match`, one connection"),
+    ("bare_match", "bare Starlette app, the same check requests"),
     ("cold", "cold reach: first request of a fresh server"),
 )
 
@@ -490,17 +671,13 @@ def http_tables(results: Results, charts: Sequence[str]) -> list[str]:
                 f"{fmt_count(r['throughput_rps'])} req/s" if "throughput_rps" in r else "",
             )
         )
-    for label, t in http.get("membership_engine", {}).items():
-        rows.append(
-            (f"user lookup in-process (`Segments.segments_of`, `{label}`, no HTTP)", "", fmt_time(t["median_s"]),
-             fmt_time(t["p99_s"]), "")
-        )  # fmt: skip
     out = [
         f"Server: {http.get('server', '')}; client: {http.get('client', '')}.",
         "",
         *_table(("measurement", "requests", "p50", "p99", "throughput"), rows),
         "",
     ]
+    out += budgets_table(http) + workers_table(http) + lookups_table(http)
     took = http.get("engine_took")
     if took:
         out += [
@@ -511,6 +688,250 @@ def http_tables(results: Results, charts: Sequence[str]) -> list[str]:
             "",
         ]
     return out + _charts(charts, "http")
+
+
+def budgets_table(http: Results) -> list[str]:
+    budgets = http.get("budgets")
+    if not budgets:
+        return []
+    rows = [
+        (name, fmt_time(b["engine_s"]), fmt_time(b["bare_s"]), fmt_time(b["budget_s"]), fmt_time(b["http_s"]),
+         fmt_ratio(b["x_budget"]))
+        for name, b in budgets.items()
+    ]  # fmt: skip
+    return [
+        f"The HTTP budget of each route: the engine's own p50 for it (reach: `took_ms`; lookup: in-process "
+        f"`segments_of` at the API's default staleness; check: in-process `Segments.matches`) plus "
+        f"{fmt_ratio(http['budget_factor'])} the bare app's p50 for the same requests, same client, same run.",
+        "",
+        *_table(("route", "engine p50", "bare round trip p50", "budget", "HTTP p50", "× budget"), rows),
+        "",
+    ]
+
+
+def workers_table(http: Results) -> list[str]:
+    one, many = http.get("hot_c8"), http.get("hot_c8_workers")
+    if not isinstance(one, dict):
+        return []
+    rows = [("1", f"{fmt_count(one['throughput_rps'])} req/s", "", fmt_bytes(one.get("worker_rss_max_bytes")),
+             fmt_bytes(one.get("worker_rss_total_bytes")))]  # fmt: skip
+    if isinstance(many, dict):
+        rows.append(
+            (fmt_count(many.get("workers")), f"{fmt_count(many['throughput_rps'])} req/s",
+             fmt_ratio(many.get("x_one_worker_each")), fmt_bytes(many.get("worker_rss_max_bytes")),
+             fmt_bytes(many.get("worker_rss_total_bytes")))
+        )  # fmt: skip
+    return [
+        "Hot reach throughput with concurrent connections, one worker and several (each worker holds its own "
+        "cache of every segment, so cache memory grows with the workers); resident memory of the worker "
+        "processes after the run.",
+        "",
+        *_table(("workers", "throughput", "× (workers × one worker)", "largest worker RSS", "all workers RSS"),
+                rows),  # fmt: skip
+        "",
+    ]
+
+
+def _lookup_rows(label: str, engine: Results) -> list[tuple[str, ...]]:
+    rows = []
+    for name, t in engine.items():
+        if name == "matches":
+            rows.append((f"{label}: `Segments.matches`", fmt_time(t["median_s"]), fmt_time(t["p99_s"]), "", "", ""))
+            continue
+        rows.append(
+            (
+                f"{label}: `segments_of`, `{name}`",
+                fmt_time(t["median_s"]),
+                fmt_time(t["p99_s"]),
+                fmt_time(t.get("max_staleness_s")),
+                f"{fmt_count(t.get('scans_per_s'))}/s",
+                f"{fmt_bytes(t.get('bytes_per_scan'))} ({fmt_count(t.get('records_per_scan'))} records)",
+            )
+        )
+    return rows
+
+
+def lookups_table(http: Results) -> list[str]:
+    rows = _lookup_rows("sqlite", http.get("membership_engine", {}))
+    aero = http.get("aerospike")
+    note = ""
+    if isinstance(aero, dict) and "engine" in aero:
+        rows += _lookup_rows("Aerospike", aero["engine"])
+        for key, label in (("membership", "over HTTP, API default staleness"), ("match", "check over HTTP")):
+            if key in aero:
+                r = aero[key]
+                rows.append((f"Aerospike: {label}", fmt_time(r["latency"]["median_s"]),
+                             fmt_time(r["latency"]["p99_s"]), "", "", ""))  # fmt: skip
+        note = f" Aerospike: {aero['server']}, loaded in {fmt_time(aero['load_seconds'])}."
+    elif isinstance(aero, dict):
+        note = " Aerospike: " + why_not_measured(aero) + "."
+    segs = http.get("membership", {}).get("segments")
+    return [
+        f"User lookups and per-user checks in this process (no HTTP), {fmt_count(segs)} segments, warm; "
+        "*oldest answer* is the largest freshness bound the answers stated (`Lookup.staleness`); *scans* are the "
+        "metadata scans that kept the snapshot fresh (`Segments.lookup_refreshes`) per second of lookups, and "
+        "what one scan read." + note,
+        "",
+        *_table(("lookup", "p50", "p99", "oldest answer", "scans", "per scan"), rows),
+        "",
+    ]
+
+
+def overhead_tables(results: Results) -> list[str]:
+    overhead = results.get("overhead")
+    if not isinstance(overhead, dict) or "tiny" not in overhead:
+        return [why_not_measured(overhead), ""]
+    tiny = overhead["tiny"]
+    rows = []
+    for q in tiny["queries"]:
+        for method, t in q["timings"].items():
+            rows.append(
+                (
+                    f"`{q['text']}`",
+                    method,
+                    fmt_time(t["median_s"]),
+                    fmt_time(t["p99_s"]),
+                    fmt_time(t.get("overhead_s")),
+                    fmt_time(q["max_staleness_s"].get(method)) if method in q["max_staleness_s"] else "",
+                )
+            )
+    out = [
+        f"Segments of {fmt_count(tiny['ids_per_segment'])} IDs, cached; `Segments.reach_detailed(text)` next to "
+        "pyroaring computing the same count, same rounds. *Overhead* is the method's median minus pyroaring's; "
+        f"*oldest answer* the largest `ReachResult.staleness` the answers stated (the stale clients reuse a "
+        f"metadata snapshot up to {fmt_time(tiny['staleness_s'])} old).",
+        "",
+        *_table(("query", "method", "median", "p99", "overhead", "oldest answer"), rows),
+        "",
+    ]
+    real = overhead.get("realdata")
+    if isinstance(real, dict) and real.get("sets"):
+        rows = [
+            (name, fmt_count(part["bitmaps"]), fmt_count(part["ids"]), fmt_count(len(part["queries"])),
+             fmt_ratio(part.get("median_x_pyroaring")))
+            for name, part in real["sets"].items()
+        ]  # fmt: skip
+        out += [
+            f"CRoaring's real data sets ({real['directory']}): 4-term reaches, engine (`memory://`) ÷ pyroaring "
+            f"doing the same; median over every query {fmt_ratio(real.get('median_x_pyroaring'))}.",
+            "",
+            *_table(("data set", "bitmaps", "IDs", "queries", "median engine ÷ pyroaring"), rows),
+            "",
+        ]
+    else:
+        out += ["CRoaring's real data sets: " + why_not_measured(real), ""]
+    return out
+
+
+def coldstart_table(results: Results) -> list[str]:
+    cold = results.get("coldstart")
+    if not isinstance(cold, dict) or "sqlite" not in cold:
+        return [why_not_measured(cold), ""]
+    rows = []
+    for store in ("sqlite", "aerospike"):
+        part = cold.get(store)
+        if not isinstance(part, dict) or "timings" not in part:
+            rows.append((store, why_not_measured(part), "", "", "", ""))
+            continue
+        t, reads = part["timings"], part["reads"]
+        label = part.get("server", store)
+        rows.append(
+            (
+                label,
+                fmt_time(t["first reach"]["median_s"]),
+                fmt_time(t["one batch read"]["median_s"]),
+                fmt_ratio(part.get("x_batch_read")),
+                f"{fmt_count(reads['calls'])} calls, {fmt_count(reads['records'])} records",
+                fmt_bytes(reads["bytes"]),
+            )
+        )
+    return [
+        f"A fresh client (empty cache, as after a restart) answers `{cold['query']}`; every shard of its five "
+        "segments is needed. Next to it, in the same rounds, one `get_many` call reads every shard record of those "
+        "segments from a fresh connection. Connecting is not timed.",
+        "",
+        *_table(("store", "first reach p50", "one batch read p50", "× batch read", "the reach read", "bytes"), rows),
+        "",
+    ]
+
+
+def scale_tables(results: Results) -> list[str]:
+    scale = results.get("scale")
+    if not isinstance(scale, dict) or "model" not in scale:
+        return [why_not_measured(scale), ""]
+    points, model = scale["points"], scale["model"]
+    keys = list(points[0]["queries"])
+    rows = [
+        (
+            fmt_millions(p["users"]),
+            *(fmt_time(p["queries"][k]["timings"]["engine"]["median_s"]) for k in keys),
+            fmt_bytes(p["cache_bytes"]["s60"]),
+            fmt_bytes(p["cache_bytes"]["s1"]),
+            fmt_time(p["ingest"]["replace_s"]),
+            fmt_time(p["ingest"]["add_s"]),
+        )
+        for p in points
+    ]
+    head = [f"`{points[0]['queries'][k]['text']}`" for k in keys]
+    out = [
+        "Measured at each size (hot engine medians; cache bytes the engine accounts per segment; one "
+        "`Segments.replace` of `s10` and one `Segments.add` of a random delta of a hundredth of the users into "
+        "a fresh SQLite store).",
+        "",
+        *_table(("users", *head, "`s60` cached", "`s1` cached", "replace `s10`", "add delta"), rows),
+        "",
+    ]
+    fits = model["fits"]
+    rows = []
+    for name, f in fits.items():
+        fmt = fmt_bytes if name.endswith("_bytes") else fmt_time
+        rows.append((f"`{name}`", fmt(f["intercept"]), fmt(f["per_million"])))
+    out += [
+        "The model (`report.scale_model`): each quantity fitted by least squares to *a + b × users in millions*.",
+        "",
+        *_table(("quantity", "a", "b (per million users)"), rows),
+        "",
+    ]
+    a = scale["assumptions"]
+    rows = []
+    for t in model["targets"]:
+        v = t["values"]
+        seg = fits["segment_bytes"]
+        rows.append(
+            (
+                fmt_millions(t["users"]),
+                *(fmt_time(v[f"query_s[{k}]"]) for k in keys),
+                f"{fmt_bytes(seg['intercept'])} + {fmt_bytes(seg['per_million'])} × {fmt_count(t['millions'])} = "
+                f"{fmt_bytes(v['segment_bytes'])}",
+                f"{fmt_count(a['segments'])} × {fmt_bytes(v['segment_bytes'])} = {fmt_bytes(t['replica_bytes'])}",
+                fmt_count(t["replicas_for_memory"]),
+                fmt_count(t["aerospike_nodes"]),
+                fmt_time(v["replace_s"]),
+            )
+        )
+    lim = model["limits"]
+    out += [
+        f"Extrapolated (values of the lines at each size). Assumed: {fmt_count(a['segments'])} segments with the "
+        f"benchmark's mix of shapes, replicas and Aerospike nodes with this machine's memory "
+        f"({fmt_bytes(a['replica_memory_bytes'])}), replication {fmt_count(a['replication'])}.",
+        "",
+        *_table(
+            ("users", *head, "cache per segment", "cache for every segment hot (one replica)",
+             "replicas' memory it fills", "Aerospike nodes (in memory)", "replace `s10`"),
+            rows,
+        ),  # fmt: skip
+        "",
+        f"Where one process stops being enough: its cache of every segment fills this machine's memory at "
+        f"{fmt_millions(lim['memory_users'])} users; the headline query reaches the HTTP p50 goal "
+        f"({fmt_time(lim['latency_limit_s'])}) at {fmt_millions(lim['latency_users'])} users. Past the first, "
+        "a replica cannot hold every segment hot: the deployment gives each replica a cache budget for the hot "
+        "set (the rest is read cold, at the cold-start cost above) or runs replicas with more memory; past the "
+        "second, a query over every shard no longer fits the latency goal on one core, and the answer is more "
+        "cores per query (the engine evaluates a query on one thread) rather than more replicas, which add "
+        "throughput, not speed. Aerospike holds the records and scales by nodes as in the table.",
+        "",
+    ]
+    return out
 
 
 def ingest_tables(results: Results) -> list[str]:
@@ -635,9 +1056,12 @@ def render(results: Results, charts: Sequence[str] = ()) -> str:
     lines += ["### Where the time goes (headline query)", "", *breakdown_table(results)]
     lines += ["### Cold: a fresh client, segments fetched from SQLite", "", *cold_table(results)]
     lines += ["### Scaling", "", *scaling_table(results, charts)]
+    lines += ["### Fixed per-query overhead", "", *overhead_tables(results)]
+    lines += ["### Cold start after a restart", "", *coldstart_table(results)]
     lines += ["## HTTP: reach and user lookups", "", *http_tables(results, charts)]
     lines += ["## Ingest and freshness", "", *ingest_tables(results)]
     lines += ["## Memory per cached segment", "", *memory_table(results, charts)]
+    lines += ["## Scale model", "", *scale_tables(results)]
     lines += ["## Derived figures", "", *derived_table()]
     return "\n".join(lines) + "\n"
 

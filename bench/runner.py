@@ -85,7 +85,35 @@ def run(cfg: Config, log: Log) -> dict[str, Any]:
             return {"points": points}
 
         attempt("scaling", scaling)
+
+    def overhead() -> dict[str, Any]:
+        import tempfile
+        from pathlib import Path
+
+        from . import overhead_bench
+
+        with tempfile.TemporaryDirectory(prefix="bench-overhead-") as directory:
+            tiny = overhead_bench.tiny(cfg.seed, cfg.rounds * 20, cfg.budget_s, Path(directory) / "tiny.db", log)
+        return {"tiny": tiny, "realdata": overhead_bench.realdata(cfg.realdata, cfg.rounds, cfg.budget_s, log)}
+
+    attempt("overhead", overhead)
+
+    def coldstart() -> dict[str, Any]:
+        from . import cold_bench
+
+        return cold_bench.run(ds, cfg.cold_rounds, cfg.budget_s, log)
+
+    attempt("coldstart", coldstart)
     ds.bitmaps.clear()
+
+    def scale() -> dict[str, Any]:
+        from . import scale_bench
+
+        return scale_bench.run(
+            cfg.scale_users, cfg.seed, cfg.rounds, cfg.budget_s, log, machine.memory_total_bytes()
+        )
+
+    attempt("scale", scale)
 
     def memory() -> dict[str, Any]:
         from . import memory_bench

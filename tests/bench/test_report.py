@@ -136,7 +136,10 @@ def test_derive_adds_documented_fields_and_changes_no_recorded_value(template: d
     assert derived["memory_total"]["cached_bytes"] == sum(row["cached_bytes"] for row in memory.values())
     assert [g["key"] for g in derived["goals"]] == [g.key for g in GOALS]
     for goal in derived["goals"]:
-        assert goal["measured"] is not None, goal
+        # a goal the recorded run could not measure says why (a recorded skip), never "section not run"
+        assert goal["measured"] is not None or goal["note"].startswith("not measured: "), goal
+        if goal["measured"] is None:
+            continue
         assert goal["met"] == (
             goal["measured"] <= goal["limit"] if goal["at_most"] else goal["measured"] >= goal["limit"]
         )
