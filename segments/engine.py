@@ -17,12 +17,13 @@ from pyroaring import BitMap, FrozenBitMap
 
 from . import bitmap as bm
 from .cache import Entry, SegmentCache, patched
-from .catalog import ShardMap, runs_in, shards_in
+from .catalog import Meta, ShardMap, decode_meta, runs_in, shards_in
 from .evaluate import Evaluator, holds
 from .expressions import Expr, Ref, refs, uses_complement
 from .expressions.ast import facts
 from .plan import Plan, Planner
 from .records import RecordReader, Snapshot
+from .storage.base import Record
 
 #: bitmaps as loaded for a query: the bitmap and the mask of the shards it is exact on
 Loaded = dict[str, tuple[BitMap, int]]
@@ -77,8 +78,10 @@ class Engine:
         self._regions: dict[int, FrozenBitMap] = {}
         self._regions_lock = threading.Lock()
         self._universe_counts: dict[tuple[str, str], int] = {}
-        #: the metadata of queries; by default read from the store for every query
-        self.metadata: MetadataSource = lambda names, universe: (reader.snapshot(names, universe=universe), 0.0)
+        #: the metadata of queries; by default read from the store for every query (:meth:`read_metadata`)
+        self.metadata: MetadataSource = self.read_metadata
+        #: segment -> its last meta record as read and its decoding (a record unchanged is not decoded again)
+        self._metas: dict[str, tuple[Record, Meta]] = {}
         self._plans: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Expr, Plan, dict[str, int | None]]] = {}
 
     # -- queries ----------------------------------------------------------
@@ -202,6 +205,34 @@ class Engine:
                     self._universe_counts.pop(next(iter(self._universe_counts)))
                 self._universe_counts[key] = hit
         return hit
+
+    def read_metadata(self, names: Sequence[str], universe: str | None) -> tuple[Snapshot, float]:
+        """The current version of the named segments (and the universe): one batch read of their meta
+        records, as :meth:`RecordReader.snapshot` does, but a record unchanged since this engine last read
+        it (the same generation and bins; a store may even return the same object) keeps its decoded
+        :class:`Meta` instead of being decoded again. The version check is the read itself, so the answer
+        is as fresh as without the memo; shard maps come through the reader (and its cache) as before."""
+        wanted = list(dict.fromkeys(names))
+        if universe is not None and universe not in wanted:
+            wanted.append(universe)
+        records = self.reader.store.get_many(self.reader.sets.meta, wanted)
+        memo = self._metas
+        metas: dict[str, Meta] = {}
+        for name, record in zip(wanted, records):
+            if record is None:  # unknown (or deleted): the reader says which, precisely
+                return self.reader.snapshot(names, universe=universe), 0.0
+            hit = memo.get(name)
+            if hit is not None and (
+                hit[0] is record or (hit[0].generation == record.generation and hit[0].bins == record.bins)
+            ):
+                metas[name] = hit[1]
+                continue
+            meta = metas[name] = decode_meta(name, record)
+            with self._regions_lock:
+                if len(memo) >= 4096 and name not in memo:
+                    memo.pop(next(iter(memo)), None)
+                memo[name] = (record, meta)
+        return Snapshot(metas, self.reader.maps(metas.values())), 0.0
 
     def snapshot(self, names: Sequence[str]) -> Snapshot:
         """The current version of the named segments (metas and shard maps)."""
