@@ -116,11 +116,10 @@ def test_windowed_writes_and_windows_against_a_per_day_model(client: httpx.Clien
         op = rng.choice(["add", "add", "remove", "replace"])
         ids = rng.sample(range(300_000), rng.randrange(1, 40))
         # a date, or a timestamp within that day: both go to the day's bucket
-        at = (
-            day.isoformat()
-            if step % 3
-            else f"{day.isoformat()}T{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z"
-        )
+        hour, minute = rng.randrange(24), rng.randrange(60)
+        if day == now:  # a time later today would be in the future: take the start of the day
+            hour = minute = 0
+        at = day.isoformat() if step % 3 else f"{day.isoformat()}T{hour:02d}:{minute:02d}:00Z"
         answer = ok(_write(client, name, op, ids, at, "json" if step % 2 else "binary"))
         assert answer["name"] == f"{name}::{day.strftime('%Y%m%d')}"  # the bucket written
         if op == "add":
