@@ -51,8 +51,10 @@ TODAY = datetime.now(UTC).date()
 
 
 def fill(url: str) -> None:
-    """Write the store through the library."""
-    now = datetime.combine(TODAY, datetime.now(UTC).time(), UTC)
+    """Write the store through the library (and fix TODAY then, not when the module was collected)."""
+    global TODAY
+    now = datetime.now(UTC)
+    TODAY = now.date()
     with segments.connect(url) as segs:
         for name, ids in PLAIN.items():
             segs.replace(name, sorted(ids))
