@@ -12,7 +12,7 @@ from segments.errors import BadTime, NameTaken, SegmentNotFound
 from segments.expressions import And, Expr, Ref
 from segments.expressions.ast import Window
 
-NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)  # not later than now: a write "today" is not in the future
 RETENTION = 20
 
 
