@@ -917,7 +917,7 @@ def scale_tables(results: Results) -> list[str]:
         "",
         *_table(
             ("users", *head, "cache per segment", "cache for every segment hot (one replica)",
-             "replicas' memory it fills", "Aerospike nodes (in memory)", "replace `s10`"),
+             "machines' memory it needs", "Aerospike nodes (in memory)", "replace `s10`"),
             rows,
         ),  # fmt: skip
         "",
