@@ -137,7 +137,7 @@ def test_derive_adds_documented_fields_and_changes_no_recorded_value(template: d
     assert [g["key"] for g in derived["goals"]] == [g.key for g in GOALS]
     for goal in derived["goals"]:
         # a goal the recorded run could not measure says why (a recorded skip), never "section not run"
-        assert goal["measured"] is not None or goal["note"].startswith("not measured"), goal
+        assert goal["measured"] is not None or goal["note"].startswith("not measured: "), goal
         if goal["measured"] is None:
             continue
         assert goal["met"] == (
